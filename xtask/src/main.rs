@@ -1,2 +1,91 @@
-//! Project automation (`cargo xtask ...`).
-fn main() {}
+//! Project automation, run as `cargo xtask <command>` (the alias lives in `.cargo/config.toml`).
+//!
+//! Structured like rust-analyzer's xtask: this file only parses the command line and dispatches;
+//! each command lives in its own module with its own `Args` type and `run` function. To add a
+//! command, add a module, a variant to [`Command`] and an arm to the `match` in [`main`].
+//!
+//! Commands:
+//! - `fixtures` ([`fixtures`]): build and cache the Debian OCI images used by end-to-end tests
+//!   and benchmarks (see `docs/fixtures.md`).
+
+mod fixtures;
+
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// Command line of `cargo xtask`.
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "cfs project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The xtask subcommands.
+#[derive(Subcommand)]
+enum Command {
+    /// Build (or reuse) the Debian OCI image fixtures under target/fixtures.
+    Fixtures(fixtures::Args),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Fixtures(args) => fixtures::run(args),
+    }
+}
+
+/// The workspace root (the directory holding the top-level `Cargo.toml`).
+pub fn project_root() -> PathBuf {
+    let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask_dir
+        .parent()
+        .map_or_else(|| xtask_dir.to_path_buf(), Path::to_path_buf)
+}
+
+/// Renders a command for messages: program and arguments, space separated.
+pub fn display_command(cmd: &Process) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&arg.to_string_lossy());
+    }
+    s
+}
+
+/// Runs `cmd` with inherited stdio and fails, naming the command, unless it exits 0.
+pub fn run_command(cmd: &mut Process) -> Result<()> {
+    let shown = display_command(cmd);
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed: {status}");
+    }
+    Ok(())
+}
+
+/// Runs `cmd` and returns its standard output; fails, naming the command, unless it exits 0.
+pub fn command_output(cmd: &mut Process) -> Result<Vec<u8>> {
+    let shown = display_command(cmd);
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start `{shown}`"))?;
+    if !out.status.success() {
+        bail!("`{shown}` failed: {}", out.status);
+    }
+    Ok(out.stdout)
+}
+
+/// Finds `program` on `PATH` (also looking in the sbin directories, which a non-login root shell
+/// may lack).
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
