@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use cfs_repository::{FsVerityHasher, HashAlgorithm};
+use cfs_repository::{FsVerityHasher, HashAlgorithm, InitVerity, Repository};
 use clap::{Parser, Subcommand};
 
 /// Store container images once, deduplicated by file, and mount them as verified trees.
@@ -23,6 +23,34 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Create a repository. Verity is enforced; where the filesystem cannot do fs-verity this
+    /// fails unless --insecure is given.
+    Init {
+        /// Hash algorithm of object names and image IDs.
+        #[arg(long, default_value = "sha256")]
+        hash: HashAlgorithm,
+        /// Create a repository whose objects the kernel does not verify.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Check the repository: re-hash every object, decode every stream, resolve every ref.
+    /// Exits non-zero if anything is wrong.
+    Fsck {
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove objects, streams and images that no ref reaches.
+    Gc {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write a stored stream (by content id or ref name), re-created byte for byte, to stdout.
+    Cat {
+        /// Content id (e.g. oci-layer-sha256:...) or stream ref name.
+        stream: String,
+    },
     /// Print the fs-verity digest of files, as `fsverity digest` does.
     Digest {
         /// Hash algorithm.
@@ -47,10 +75,109 @@ fn digest(hash: HashAlgorithm, files: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Digest { hash, files } => digest(hash, &files),
+/// The repository path: --repo, else $CFS_REPO, else /var/lib/cfs (root) or
+/// $XDG_DATA_HOME/cfs (others).
+fn repo_path(arg: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = arg {
+        return Ok(p);
     }
+    if let Some(p) = std::env::var_os("CFS_REPO").filter(|p| !p.is_empty()) {
+        return Ok(p.into());
+    }
+    if rustix::process::geteuid().is_root() {
+        return Ok("/var/lib/cfs".into());
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(d).join("cfs"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("cannot find a repository: set --repo, CFS_REPO or HOME")?;
+    Ok(PathBuf::from(home).join(".local/share/cfs"))
+}
+
+fn open(arg: Option<PathBuf>) -> Result<Repository> {
+    let path = repo_path(arg)?;
+    Ok(Repository::open(&path)?)
+}
+
+/// Exit status for "ran fine, found problems".
+struct Failed;
+
+fn run(cli: Cli) -> Result<Option<Failed>> {
+    match cli.command {
+        Command::Digest { hash, files } => digest(hash, &files)?,
+        Command::Init { hash, insecure } => {
+            let path = repo_path(cli.repo)?;
+            let mode = if insecure {
+                InitVerity::Insecure
+            } else {
+                InitVerity::Require
+            };
+            let repo = Repository::init(&path, hash, mode)?;
+            println!(
+                "initialised {} ({}, verity {})",
+                path.display(),
+                repo.algorithm(),
+                repo.verity()
+            );
+        }
+        Command::Fsck { json } => {
+            let repo = open(cli.repo)?;
+            let report = repo.fsck(None, 0)?;
+            if json {
+                let mut v = serde_json::to_value(&report)?;
+                v["ok"] = report.ok().into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for p in &report.problems {
+                    println!("{}: {}: {}", p.path, p.kind, p.message);
+                }
+                println!(
+                    "{}: {} objects ({} bytes), {} streams, {} refs, {} images checked, {} problems",
+                    if report.ok() { "ok" } else { "FAILED" },
+                    report.objects,
+                    report.bytes,
+                    report.streams,
+                    report.refs,
+                    report.images,
+                    report.problems.len()
+                );
+            }
+            if !report.ok() {
+                return Ok(Some(Failed));
+            }
+        }
+        Command::Gc { dry_run } => {
+            let repo = open(cli.repo)?;
+            let report = repo.gc(None, dry_run)?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            for s in &report.streams {
+                println!("{verb} stream {s}");
+            }
+            for i in &report.images {
+                println!("{verb} image {i}");
+            }
+            for o in &report.objects {
+                println!("{verb} object {o}");
+            }
+            println!(
+                "{verb} {} objects ({} bytes), {} streams, {} images; kept {} objects",
+                report.objects.len(),
+                report.bytes,
+                report.streams.len(),
+                report.images.len(),
+                report.kept_objects
+            );
+        }
+        Command::Cat { stream } => {
+            let repo = open(cli.repo)?;
+            let reader = repo.open_stream(&stream)?;
+            let mut out = std::io::stdout().lock();
+            reader.write_to(&repo, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+        }
+    }
+    Ok(None)
 }
 
 fn main() -> ExitCode {
@@ -59,7 +186,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(Failed)) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("cfsctl: error: {e:#}");
             ExitCode::FAILURE

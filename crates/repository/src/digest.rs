@@ -237,8 +237,16 @@ mod tests {
     fn rejects_bad_digests() {
         assert!("xyz".parse::<ObjectId>().is_err());
         assert!("AB".repeat(32).parse::<ObjectId>().is_err());
-        assert!(format!("sha512:{}", "ab".repeat(32)).parse::<ObjectId>().is_err());
-        assert!(format!("md5:{}", "ab".repeat(32)).parse::<ObjectId>().is_err());
+        assert!(
+            format!("sha512:{}", "ab".repeat(32))
+                .parse::<ObjectId>()
+                .is_err()
+        );
+        assert!(
+            format!("md5:{}", "ab".repeat(32))
+                .parse::<ObjectId>()
+                .is_err()
+        );
         assert!(ObjectId::parse_for(HashAlgorithm::Sha512, &"ab".repeat(32)).is_err());
     }
 }

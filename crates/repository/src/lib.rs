@@ -5,7 +5,18 @@
 //! See `docs/repository.md` and `docs/splitstream.md` for the on-disk formats.
 
 pub mod digest;
+pub mod error;
+pub mod fsck;
 pub mod fsverity;
+pub mod gc;
+pub mod names;
+pub mod repository;
+pub mod splitstream;
 
 pub use digest::{DigestParseError, HashAlgorithm, ObjectId};
+pub use error::{Error, Result};
+pub use fsck::{FsckReport, Problem};
 pub use fsverity::FsVerityHasher;
+pub use gc::{GcReport, ImageObjects};
+pub use repository::{InitVerity, Meta, ObjectWriter, RefEntry, Repository, VerityMode};
+pub use splitstream::{Chunk, SplitStreamHeader, SplitStreamReader, SplitStreamWriter, StreamRef};

@@ -67,7 +67,10 @@ impl<D: Digest> Tree<D> {
         self.levels[level].emitted = true;
         let up = level + 1;
         if self.levels.len() <= up {
-            assert!(up < MAX_LEVELS, "fs-verity tree deeper than any 64-bit file");
+            assert!(
+                up < MAX_LEVELS,
+                "fs-verity tree deeper than any 64-bit file"
+            );
             self.levels.push(Level::new());
         }
         if self.levels[up].len == BLOCK_SIZE {
@@ -265,10 +268,7 @@ mod tests {
         } else {
             let mut level = pad(data);
             loop {
-                let hashes: Vec<u8> = level
-                    .chunks(BLOCK_SIZE)
-                    .flat_map(|b| h(alg, b))
-                    .collect();
+                let hashes: Vec<u8> = level.chunks(BLOCK_SIZE).flat_map(|b| h(alg, b)).collect();
                 if level.len() == BLOCK_SIZE {
                     break hashes;
                 }
@@ -315,7 +315,11 @@ mod tests {
                     for c in data.chunks(piece.min(data.len().max(1))) {
                         hasher.update(c);
                     }
-                    assert_eq!(hasher.finalize().to_string(), want, "{alg} size {size} piece {piece}");
+                    assert_eq!(
+                        hasher.finalize().to_string(),
+                        want,
+                        "{alg} size {size} piece {piece}"
+                    );
                 }
             }
         }

@@ -1,0 +1,132 @@
+//! The repository's error type: every failure names the thing (path, object, stream) it is about.
+
+use std::path::PathBuf;
+
+use crate::digest::{HashAlgorithm, ObjectId};
+use crate::fsverity::VerityError;
+
+/// A repository operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A system call on a path failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done ("opening", "writing", ...).
+        op: &'static str,
+        /// The path it was done to, relative to the repository where that is clearer.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory is not a cfs repository (no `meta.json`).
+    #[error("{0} is not a cfs repository (no meta.json); create one with `cfsctl --repo {0} init`")]
+    NotARepository(PathBuf),
+    /// `init` on a directory that already holds a repository.
+    #[error("{0} already holds a cfs repository")]
+    AlreadyExists(PathBuf),
+    /// `meta.json` is unreadable or from an unknown format version.
+    #[error("{path}/meta.json: {message}")]
+    BadMeta {
+        /// The repository.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Verity was asked for (the default) but the filesystem cannot do it.
+    #[error(
+        "{0}: the filesystem does not support fs-verity; use `init --insecure` to create a \
+         repository whose objects the kernel does not verify"
+    )]
+    VerityUnsupported(PathBuf),
+    /// An fs-verity ioctl failed on an object.
+    #[error("fs-verity on object {object}: {source}")]
+    Verity {
+        /// The object.
+        object: String,
+        /// The failure.
+        #[source]
+        source: VerityError,
+    },
+    /// An object's content does not match its name.
+    #[error("object {expected:#} is corrupt: its content hashes to {actual:#}")]
+    CorruptObject {
+        /// The object's name.
+        expected: ObjectId,
+        /// What its content actually hashes to.
+        actual: ObjectId,
+    },
+    /// A digest of another algorithm than the repository's.
+    #[error("digest {id:#} does not use the repository's hash algorithm {algorithm}")]
+    WrongAlgorithm {
+        /// The digest.
+        id: ObjectId,
+        /// The repository's algorithm.
+        algorithm: HashAlgorithm,
+    },
+    /// An object, stream, ref or image that does not exist.
+    #[error("{kind} {name} not found")]
+    NotFound {
+        /// "object", "stream", "ref", "image".
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// A name (content id or ref) that cfs cannot store.
+    #[error("invalid {kind} {name:?}: {why}")]
+    InvalidName {
+        /// "content id", "ref name".
+        kind: &'static str,
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A splitstream that cannot be decoded.
+    #[error("splitstream {name}: {message}")]
+    BadSplitStream {
+        /// The stream (content id or object id).
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// gc found images but was given no way to read them.
+    #[error("the repository holds images but no image reader was given to find their objects")]
+    NoImageReader,
+    /// An image could not be read to find its objects.
+    #[error("image {image:#}: {message}")]
+    BadImage {
+        /// The image.
+        image: ObjectId,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Results of repository operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches an operation and a path to I/O errors.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            op,
+            path: path.into(),
+            source,
+        })
+    }
+}
+
+impl<T> IoContext<T> for rustix::io::Result<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::Io {
+            op,
+            path: path.into(),
+            source: e.into(),
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! Garbage collection: removes every object, stream link and image link that no ref reaches.
+//!
+//! Roots are the refs: `streams/refs/**` and `images/refs/**`. From a stream, gc follows its
+//! object, every object its header lists and every stream it names; from an image, the image
+//! object and the objects the image's EROFS redirects to (found by an [`ImageObjects`] reader,
+//! since this crate knows nothing of EROFS). gc holds the repository's lock exclusively, so no
+//! writer is between writing objects and naming them while it runs.
+
+use std::collections::HashSet;
+use std::fs::File;
+
+use serde::Serialize;
+
+use crate::digest::ObjectId;
+use crate::error::{Error, IoContext, Result};
+use crate::repository::Repository;
+use crate::splitstream::SplitStreamHeader;
+
+/// Finds the objects an image needs (implemented by the image crate over its EROFS reader).
+pub trait ImageObjects {
+    /// The objects the image (whose bytes are in `image`) references.
+    fn referenced_objects(&self, image: &mut File) -> std::result::Result<Vec<ObjectId>, String>;
+}
+
+/// What gc removed (or, in a dry run, would remove).
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    /// Objects removed.
+    pub objects: Vec<ObjectId>,
+    /// Their total size in bytes.
+    pub bytes: u64,
+    /// Stream links (content ids) removed.
+    pub streams: Vec<String>,
+    /// Image links removed.
+    pub images: Vec<ObjectId>,
+    /// Objects kept.
+    pub kept_objects: usize,
+}
+
+/// The set of live objects and names, computed from the refs.
+#[derive(Default)]
+pub(crate) struct Reachable {
+    pub objects: HashSet<ObjectId>,
+    pub streams: HashSet<String>,
+    pub images: HashSet<ObjectId>,
+}
+
+impl Repository {
+    /// Reads just the header of a stream object (no decompression).
+    pub fn stream_header(&self, id: &ObjectId) -> Result<SplitStreamHeader> {
+        let mut f = self.open_object(id)?;
+        let len = f.metadata().ctx("checking", self.object_path(id))?.len();
+        let mut r = std::io::BufReader::new(&mut f);
+        SplitStreamHeader::read(&mut r, self.algorithm(), &id.to_string(), Some(len))
+    }
+
+    fn mark_stream(&self, cid: &str, id: ObjectId, live: &mut Reachable) -> Result<()> {
+        let mut todo = vec![(cid.to_owned(), id)];
+        while let Some((cid, id)) = todo.pop() {
+            live.streams.insert(cid);
+            if !live.objects.insert(id) {
+                continue;
+            }
+            let header = self.stream_header(&id)?;
+            live.objects.extend(header.objects.iter().copied());
+            for s in header.streams {
+                todo.push((s.content_id, s.object));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn reachable(&self, images: Option<&dyn ImageObjects>) -> Result<Reachable> {
+        let mut live = Reachable::default();
+        for r in self.list_stream_refs()? {
+            if let Some(id) = self.stream_object(&r.target)? {
+                self.mark_stream(&r.target, id, &mut live)?;
+            }
+        }
+        for r in self.list_image_refs()? {
+            let Ok(id) = ObjectId::parse_for(self.algorithm(), &r.target) else {
+                continue;
+            };
+            if !self.has_object(&id)? || !live.images.insert(id) {
+                continue;
+            }
+            let reader = images.ok_or(Error::NoImageReader)?;
+            let mut f = self.open_object(&id)?;
+            let objs = reader
+                .referenced_objects(&mut f)
+                .map_err(|message| Error::BadImage { image: id, message })?;
+            live.objects.insert(id);
+            live.objects.extend(objs);
+        }
+        Ok(live)
+    }
+
+    /// Every object in `objects/` as (id, size); names that are not digests are skipped.
+    pub(crate) fn all_objects(&self) -> Result<Vec<(ObjectId, u64)>> {
+        let base = self.path().join("objects");
+        let mut out = Vec::new();
+        for d in std::fs::read_dir(&base).ctx("reading", &base)? {
+            let d = d.ctx("reading", &base)?;
+            let dname = d.file_name().to_string_lossy().into_owned();
+            if dname.len() != 2 || !d.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            for e in std::fs::read_dir(d.path()).ctx("reading", d.path())? {
+                let e = e.ctx("reading", d.path())?;
+                let rest = e.file_name().to_string_lossy().into_owned();
+                if let Ok(id) = ObjectId::from_object_path(&dname, &rest)
+                    && id.algorithm() == self.algorithm()
+                {
+                    let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    out.push((id, size));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes everything unreachable from a ref; with `dry_run`, only reports it. Holds the
+    /// repository exclusively while it runs (waits for other writers to finish).
+    pub fn gc(&self, images: Option<&dyn ImageObjects>, dry_run: bool) -> Result<GcReport> {
+        self.lock_exclusive()?;
+        let result = self.gc_locked(images, dry_run);
+        self.lock_shared()?;
+        result
+    }
+
+    fn gc_locked(&self, images: Option<&dyn ImageObjects>, dry_run: bool) -> Result<GcReport> {
+        let live = self.reachable(images)?;
+        let mut report = GcReport::default();
+        // Names first, so that no name ever points at a removed object.
+        for (cid, _) in self.list_streams()? {
+            if !live.streams.contains(&cid) {
+                if !dry_run {
+                    let p = self.path().join("streams").join(&cid);
+                    std::fs::remove_file(&p).ctx("removing", &p)?;
+                }
+                report.streams.push(cid);
+            }
+        }
+        for id in self.list_images()? {
+            if !live.images.contains(&id) {
+                if !dry_run {
+                    let p = self.path().join("images").join(id.to_hex());
+                    std::fs::remove_file(&p).ctx("removing", &p)?;
+                }
+                report.images.push(id);
+            }
+        }
+        for (id, size) in self.all_objects()? {
+            if live.objects.contains(&id) {
+                report.kept_objects += 1;
+                continue;
+            }
+            if !dry_run {
+                let p = self.object_path(&id);
+                std::fs::remove_file(&p).ctx("removing", &p)?;
+            }
+            report.objects.push(id);
+            report.bytes += size;
+        }
+        Ok(report)
+    }
+}
