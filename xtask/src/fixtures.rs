@@ -503,23 +503,23 @@ fn build_layers(paths: &Paths) -> Result<BTreeMap<LayerId, Layer>> {
     let mut layers = BTreeMap::new();
     for id in LayerId::ALL {
         let t = Instant::now();
-        let tar = match id {
-            LayerId::Base => paths.base_tar.clone(),
-            _ => {
-                let dir = paths.build.join(id.name());
-                fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-                match id {
-                    LayerId::Base => unreachable!("handled above"),
-                    LayerId::Packages => fill_packages(paths, &dir)?,
-                    LayerId::Changes => fill_changes(&dir)?,
-                    LayerId::Large => fill_large(&dir)?,
-                    LayerId::Extra => fill_extra(&dir)?,
-                }
-                let tar = paths.build.join(format!("{}.tar", id.name()));
-                tar_directory(&dir, &tar)?;
-                remove_tree(&dir)?;
-                tar
-            }
+        let fill: fn(&Paths, &Path) -> Result<()> = match id {
+            LayerId::Base => |_, _| Ok(()),
+            LayerId::Packages => fill_packages,
+            LayerId::Changes => |_, dir| fill_changes(dir),
+            LayerId::Large => |_, dir| fill_large(dir),
+            LayerId::Extra => |_, dir| fill_extra(dir),
+        };
+        let tar = if id == LayerId::Base {
+            paths.base_tar.clone()
+        } else {
+            let dir = paths.build.join(id.name());
+            fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            fill(paths, &dir)?;
+            let tar = paths.build.join(format!("{}.tar", id.name()));
+            tar_directory(&dir, &tar)?;
+            remove_tree(&dir)?;
+            tar
         };
         let (diff_id, size) = sha256_file(&tar)?;
         println!(
@@ -1162,47 +1162,31 @@ fn compress_all(
         let layer = layers
             .get(&id)
             .with_context(|| format!("layer {} not built", id.name()))?;
-        if compression == Compression::None {
-            let digest = format!("sha256:{}", layer.diff_id);
-            let path = blob_path(
-                blobs_dir
-                    .parent()
-                    .and_then(Path::parent)
-                    .context("layout")?,
-                &digest,
-            )?;
-            if fs::hard_link(&layer.tar, &path).is_err() {
-                fs::copy(&layer.tar, &path).with_context(|| {
-                    format!("cannot copy {} to the layout", layer.tar.display())
-                })?;
-            }
-            blobs.insert(
-                (id, compression),
-                Blob {
-                    digest,
+        let (program, args) = match compression {
+            Compression::Gzip => ("gzip", &["-n", "-6", "-c"][..]),
+            Compression::Zstd => ("zstd", &["-3", "-T1", "-q", "-c"][..]),
+            Compression::None => {
+                let path = blobs_dir.join(&layer.diff_id);
+                if fs::hard_link(&layer.tar, &path).is_err() {
+                    fs::copy(&layer.tar, &path).with_context(|| {
+                        format!("cannot copy {} to the layout", layer.tar.display())
+                    })?;
+                }
+                let blob = Blob {
+                    digest: format!("sha256:{}", layer.diff_id),
                     size: layer.size,
-                },
-            );
-            continue;
-        }
+                };
+                blobs.insert((id, compression), blob);
+                continue;
+            }
+        };
         let out = blobs_dir.join(format!(".tmp-{}.{}", id.name(), compression.name()));
         let file =
             File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
         let input = File::open(&layer.tar)
             .with_context(|| format!("cannot open {}", layer.tar.display()))?;
-        let mut cmd = match compression {
-            Compression::Gzip => {
-                let mut c = Command::new("gzip");
-                c.args(["-n", "-6", "-c"]);
-                c
-            }
-            Compression::Zstd => {
-                let mut c = Command::new("zstd");
-                c.args(["-3", "-T1", "-q", "-c"]);
-                c
-            }
-            Compression::None => unreachable!("handled above"),
-        };
+        let mut cmd = Command::new(program);
+        cmd.args(args);
         cmd.stdin(input).stdout(file);
         let shown = format!("{} < {}", display_command(&cmd), layer.tar.display());
         let child = cmd
