@@ -510,7 +510,8 @@ impl Parser {
         }
 
         let stat = Stat {
-            mode: mode & !S_IFMT,
+            // Bits above 0o7777 cannot be stored (EROFS keeps 16 bits of mode).
+            mode: mode & 0o7777,
             uid,
             gid,
             mtime,
@@ -718,7 +719,7 @@ fn write_line_for<W: Write>(
     let (stat, mode, size, rdev) = match inode {
         Inode::Directory(d) => (
             &d.stat,
-            S_IFDIR | d.stat.mode,
+            S_IFDIR | (d.stat.mode & 0o7777),
             crate::erofs::directory_size(d, false),
             0,
         ),
@@ -808,7 +809,7 @@ fn write_root_line<W: Write>(out: &mut W, buf: &mut Vec<u8>, dir: &Directory) ->
         buf,
         " {} {:o} {} {} {} 0 {}.{} - - -",
         crate::erofs::directory_size(dir, true),
-        S_IFDIR | stat.mode,
+        S_IFDIR | (stat.mode & 0o7777),
         dir.nlink(),
         stat.uid,
         stat.gid,

@@ -75,8 +75,8 @@ pub type Xattrs = BTreeMap<Box<[u8]>, Box<[u8]>>;
 /// Metadata every inode has.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stat {
-    /// Permission bits and any other non-type bits of `st_mode` (the file type lives in the
-    /// inode's kind; `mode & S_IFMT` is always 0 here).
+    /// Permission bits of `st_mode` (`0o7777`: rwx, setuid, setgid, sticky). The file type
+    /// lives in the inode's kind; other bits are ignored by the writer.
     pub mode: u32,
     /// Owner.
     pub uid: u32,
@@ -93,7 +93,7 @@ impl Stat {
     /// at the epoch, without xattrs.
     pub fn with_mode(mode: u32) -> Self {
         Self {
-            mode: mode & !S_IFMT,
+            mode: mode & 0o7777,
             ..Self::default()
         }
     }
@@ -191,7 +191,7 @@ pub struct Leaf {
 impl Leaf {
     /// The full `st_mode`: type bits and permission bits.
     pub fn mode(&self) -> u32 {
-        self.content.file_type() | self.stat.mode
+        self.content.file_type() | (self.stat.mode & 0o7777)
     }
 
     /// `st_size` as composefs reports it: content length for files, target length for

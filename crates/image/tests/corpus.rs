@@ -159,7 +159,6 @@ fn parse_print_round_trips() {
 }
 
 #[test]
-#[ignore = "EROFS reader not written yet"]
 fn writer_reader_round_trips() {
     let Some(dir) = corpus_dir() else { return };
     for case in cases(&dir) {
@@ -178,6 +177,12 @@ fn writer_reader_round_trips() {
                 .lines()
                 .zip(b.lines())
                 .filter(|(x, y)| x != y)
+                .map(|(x, y)| {
+                    (
+                        x.chars().take(200).collect::<String>(),
+                        y.chars().take(200).collect::<String>(),
+                    )
+                })
                 .take(3)
                 .collect();
             panic!("{}: tree changed through write/read: {diff:#?}", case.name);

@@ -247,7 +247,7 @@ impl<'a> Builder<'a> {
     }
 
     fn add_dir(&mut self, path: Vec<u8>, parent: usize, dir: &'a Directory) -> usize {
-        let mut node = self.new_node(path, parent, &dir.stat, S_IFDIR | dir.stat.mode);
+        let mut node = self.new_node(path, parent, &dir.stat, S_IFDIR | (dir.stat.mode & 0o7777));
         node.nlink = dir.nlink();
         node.data = Data::Dir;
         self.nodes.push(node);
