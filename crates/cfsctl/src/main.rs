@@ -1,6 +1,8 @@
 //! `cfsctl`: the command-line front end of cfs. It parses arguments, calls the library crates
 //! and prints; all logic lives in the libraries.
 
+mod oci;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,6 +48,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// OCI images and layers.
+    #[command(subcommand)]
+    Oci(oci::OciCommand),
     /// Write a stored stream (by content id or ref name), re-created byte for byte, to stdout.
     Cat {
         /// Content id (e.g. oci-layer-sha256:...) or stream ref name.
@@ -169,6 +174,7 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
                 report.kept_objects
             );
         }
+        Command::Oci(cmd) => oci::run(&open(cli.repo)?, cmd)?,
         Command::Cat { stream } => {
             let repo = open(cli.repo)?;
             let reader = repo.open_stream(&stream)?;
