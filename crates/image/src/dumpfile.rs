@@ -21,9 +21,9 @@ use std::sync::Arc;
 use cfs_repository::ObjectId;
 
 use crate::tree::{
-    Directory, ExternalFile, FileSystem, INLINE_CONTENT_MAX, Inode, Leaf, LeafContent, Mtime,
-    NAME_MAX, PATH_MAX, RegularFile, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
-    S_IFSOCK, Stat,
+    Directory, ExternalFile, FileSystem, INLINE_CONTENT_MAX, Inode, Leaf, LeafContent, MAX_DEPTH,
+    Mtime, NAME_MAX, PATH_MAX, RegularFile, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT,
+    S_IFREG, S_IFSOCK, Stat,
 };
 
 /// Longest xattr name (`XATTR_NAME_MAX`).
@@ -387,6 +387,12 @@ impl Parser {
             let Some((name, dirs)) = parts.split_last() else {
                 return err(lineno, "empty path");
             };
+            if dirs.len() >= MAX_DEPTH {
+                return err(
+                    lineno,
+                    format!("path nested deeper than {MAX_DEPTH} directories"),
+                );
+            }
             let mut parent = 0;
             for d in dirs {
                 parent = self

@@ -42,6 +42,9 @@ pub const S_IFIFO: u32 = 0o010000;
 pub const NAME_MAX: usize = 255;
 /// Longest symlink target or redirect path, in bytes (`PATH_MAX` - 1).
 pub const PATH_MAX: usize = 4095;
+/// Deepest directory nesting accepted when parsing dumpfiles or reading images: no path of
+/// `PATH_MAX` bytes can go deeper, and it keeps recursive walks within the stack.
+pub const MAX_DEPTH: usize = 2048;
 /// Largest inline file content composefs accepts (`LCFS_INLINE_CONTENT_MAX`).
 pub const INLINE_CONTENT_MAX: usize = 5000;
 /// Files up to this size are best stored inline rather than as objects: below it the

@@ -142,6 +142,24 @@ fn parse_print_round_trips() {
             continue;
         };
         let printed = dumpfile::to_vec(&fs);
+        let lines = |d: &[u8]| -> Vec<Vec<u8>> {
+            d.split(|&c| c == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect()
+        };
+        let (given, ours) = (lines(&case.data), lines(&printed));
+        let differing: Vec<_> = given.iter().zip(&ours).filter(|(a, b)| a != b).collect();
+        eprintln!(
+            "{}: {}/{} lines printed exactly as given",
+            case.name,
+            given.len() - differing.len(),
+            given.len()
+        );
+        for (a, b) in differing.iter().take(2) {
+            let cut = |l: &[u8]| String::from_utf8_lossy(&l[..l.len().min(120)]).into_owned();
+            eprintln!("  given: {}\n  ours:  {}", cut(a), cut(b));
+        }
         let again = dumpfile::parse(&printed)
             .unwrap_or_else(|e| panic!("{}: printed dump does not parse: {e}", case.name));
         assert!(

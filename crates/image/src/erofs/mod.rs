@@ -81,3 +81,186 @@ pub enum WriteError {
 pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteError> {
     writer::write(fs, options)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cfs_repository::{FsVerityHasher, HashAlgorithm, ObjectId};
+
+    use super::*;
+    use crate::dumpfile;
+    use crate::tree::*;
+
+    fn leaf(mode: u32, content: LeafContent) -> Inode {
+        Inode::Leaf(Arc::new(Leaf {
+            stat: Stat::with_mode(mode),
+            content,
+        }))
+    }
+
+    fn sample() -> (FileSystem, Vec<ObjectId>) {
+        let mut root_stat = Stat::with_mode(0o755);
+        root_stat.xattrs.insert(
+            b"security.selinux"[..].into(),
+            b"system_u:object_r:root_t"[..].into(),
+        );
+        let mut fs = FileSystem::new(root_stat);
+        let a = FsVerityHasher::digest(HashAlgorithm::Sha256, &[1u8; 10000]);
+        let b = FsVerityHasher::digest(HashAlgorithm::Sha512, &[2u8; 70000]);
+        let mut ext_stat = Stat::with_mode(0o644);
+        ext_stat
+            .xattrs
+            .insert(b"trusted.overlay.redirect"[..].into(), b"/mine"[..].into());
+        ext_stat
+            .xattrs
+            .insert(b"user.k"[..].into(), b"v=1 2"[..].into());
+        ext_stat.mtime = Mtime { sec: 5, nsec: 7 };
+        let shared = Arc::new(Leaf {
+            stat: ext_stat,
+            content: LeafContent::Regular(RegularFile::External(ExternalFile::object(a, 10000))),
+        });
+        fs.root
+            .insert("big", Inode::Leaf(shared.clone()))
+            .expect("ok");
+        let mut sub = Directory::new(Stat::with_mode(0o700));
+        sub.insert("link-to-big", Inode::Leaf(shared)).expect("ok");
+        sub.insert("whiteout", leaf(0o644, LeafContent::CharDevice(0)))
+            .expect("ok");
+        sub.insert(
+            "sha512",
+            leaf(
+                0o600,
+                LeafContent::Regular(RegularFile::External(ExternalFile::object(b, 70000))),
+            ),
+        )
+        .expect("ok");
+        sub.insert("deep", Inode::Directory(Box::default()))
+            .expect("ok");
+        fs.root
+            .insert("sub", Inode::Directory(Box::new(sub)))
+            .expect("ok");
+        fs.root
+            .insert(
+                "small",
+                leaf(
+                    0o644,
+                    LeafContent::Regular(RegularFile::Inline(b"hello\n"[..].into())),
+                ),
+            )
+            .expect("ok");
+        fs.root
+            .insert(
+                "empty",
+                leaf(
+                    0o644,
+                    LeafContent::Regular(RegularFile::Inline(Box::new([]))),
+                ),
+            )
+            .expect("ok");
+        fs.root
+            .insert(
+                "sym",
+                leaf(
+                    0o777,
+                    LeafContent::Symlink(std::ffi::OsStr::new("small").into()),
+                ),
+            )
+            .expect("ok");
+        fs.root
+            .insert("fifo", leaf(0o600, LeafContent::Fifo))
+            .expect("ok");
+        fs.root
+            .insert("sock", leaf(0o600, LeafContent::Socket))
+            .expect("ok");
+        fs.root
+            .insert("null", leaf(0o666, LeafContent::CharDevice(0x0103)))
+            .expect("ok");
+        fs.root
+            .insert("sda", leaf(0o660, LeafContent::BlockDevice(0x0800)))
+            .expect("ok");
+        fs.root
+            .insert(
+                "00",
+                leaf(
+                    0o644,
+                    LeafContent::Regular(RegularFile::Inline(b"x"[..].into())),
+                ),
+            )
+            .expect("ok");
+        let mut ids = vec![a, b];
+        ids.sort();
+        (fs, ids)
+    }
+
+    #[test]
+    fn write_read_round_trip_and_objects() {
+        let (fs, ids) = sample();
+        for opts in [
+            FormatOptions::exactly(0),
+            FormatOptions::exactly(1),
+            FormatOptions::default(),
+        ] {
+            let image = write(&fs, opts).expect("write");
+            assert_eq!(
+                image,
+                write(&fs, opts).expect("write again"),
+                "deterministic"
+            );
+            let back = read(&image).expect("read");
+            assert!(
+                fs == back,
+                "{}\n---\n{}",
+                String::from_utf8_lossy(&dumpfile::to_vec(&fs)),
+                String::from_utf8_lossy(&dumpfile::to_vec(&back))
+            );
+            assert_eq!(referenced_objects(&image).expect("objects"), ids);
+        }
+    }
+
+    #[test]
+    fn version_is_raised_for_whiteouts_only_when_allowed() {
+        let (fs, _) = sample();
+        let version = |img: &[u8]| u32::from_le_bytes([img[12], img[13], img[14], img[15]]);
+        assert_eq!(
+            version(&write(&fs, FormatOptions::default()).expect("w")),
+            1
+        );
+        assert_eq!(
+            version(&write(&fs, FormatOptions::exactly(0)).expect("w")),
+            0
+        );
+        let plain = FileSystem::new(Stat::with_mode(0o755));
+        assert_eq!(
+            version(&write(&plain, FormatOptions::default()).expect("w")),
+            0
+        );
+        assert!(write(&plain, FormatOptions::exactly(2)).is_err());
+    }
+
+    #[test]
+    fn corrupt_images_are_errors_not_panics() {
+        let (fs, _) = sample();
+        let image = write(&fs, FormatOptions::default()).expect("write");
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for len in (0..image.len()).step_by(97) {
+            let _ = read(&image[..len]);
+        }
+        for _ in 0..4000 {
+            let mut bad = image.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % bad.len();
+                bad[at] = next() as u8;
+            }
+            let _ = read(&bad);
+            let _ = referenced_objects(&bad);
+        }
+        assert!(read(b"not an image").is_err());
+    }
+}

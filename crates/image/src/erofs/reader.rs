@@ -363,11 +363,14 @@ pub fn read(image: &[u8]) -> Result<FileSystem, ReadError> {
     let mut leaves: HashMap<u64, Arc<Leaf>> = HashMap::new();
     let mut seen_dirs: HashMap<u64, ()> = HashMap::new();
     let mut dirs: Vec<DirInfo> = Vec::new();
-    // (nid, parent dir index, name)
-    let mut todo: Vec<(u64, usize, Vec<u8>)> = vec![(img.root_nid(), 0, Vec::new())];
-    while let Some((nid, parent, name)) = todo.pop() {
+    // (nid, parent dir index, name, depth)
+    let mut todo: Vec<(u64, usize, Vec<u8>, usize)> = vec![(img.root_nid(), 0, Vec::new(), 0)];
+    while let Some((nid, parent, name, depth)) = todo.pop() {
         if seen_dirs.insert(nid, ()).is_some() {
             return corrupt(format!("directory inode {nid} appears twice"));
+        }
+        if depth > MAX_DEPTH {
+            return corrupt(format!("directories nested deeper than {MAX_DEPTH}"));
         }
         let ino = img.inode(nid)?;
         if ino.mode & S_IFMT != S_IFDIR {
@@ -396,7 +399,7 @@ pub fn read(image: &[u8]) -> Result<FileSystem, ReadError> {
                 }
                 let child = img.inode(child_nid)?;
                 match child.mode & S_IFMT {
-                    S_IFDIR => todo.push((child_nid, idx, child_name.to_vec())),
+                    S_IFDIR => todo.push((child_nid, idx, child_name.to_vec(), depth + 1)),
                     S_IFCHR if child.i_u == 0 => {} // an overlay whiteout (00-ff at the root)
                     _ => {
                         let leaf = match leaves.get(&child_nid) {
