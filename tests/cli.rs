@@ -1,0 +1,176 @@
+//! End-to-end tests of the repository commands of the `cfsctl` binary: init, fsck (exit status
+//! and JSON), gc, cat, and the repository location defaults.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cfsctl(repo: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cfsctl"))
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .env_remove("CFS_REPO")
+        .output()
+        .expect("run cfsctl")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "cfsctl failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tar archive with a few files, one large enough to become an object.
+fn sample_tar(dir: &Path) -> Vec<u8> {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+    std::fs::write(src.join("small"), b"tiny").expect("write");
+    std::fs::write(src.join("sub/big"), vec![b'x'; 100_000]).expect("write");
+    let out = Command::new("tar")
+        .args(["-C"])
+        .arg(&src)
+        .args(["--sort=name", "-cf", "-", "."])
+        .output()
+        .expect("run tar");
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn import(repo: &Path, tar: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cfsctl"))
+        .arg("--repo")
+        .arg(repo)
+        .args(["oci", "import-layer"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(tar).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    ok(&out).trim().to_owned()
+}
+
+#[test]
+fn init_requires_verity_or_explicit_insecure() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    let out = cfsctl(&repo, &["init"]);
+    if out.status.success() {
+        // This filesystem supports fs-verity: the repository must say enforced.
+        let meta = std::fs::read_to_string(repo.join("meta.json")).expect("meta");
+        assert!(meta.contains("\"enforced\""), "{meta}");
+        return;
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fs-verity") && err.contains("--insecure"), "{err}");
+    assert!(!repo.join("meta.json").exists());
+
+    let stdout = ok(&cfsctl(&repo, &["init", "--insecure", "--hash", "sha512"]));
+    assert!(stdout.contains("sha512") && stdout.contains("insecure"), "{stdout}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("meta.json")).expect("meta")).expect("json");
+    assert_eq!(meta["hash"], "sha512");
+    assert_eq!(meta["verity"], "insecure");
+    for d in ["objects", "streams/refs", "images/refs", "tmp"] {
+        assert!(repo.join(d).is_dir(), "{d}");
+    }
+    let again = cfsctl(&repo, &["init", "--insecure"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
+}
+
+#[test]
+fn not_a_repository_is_named() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = cfsctl(&tmp.path().join("nothing"), &["fsck"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing"), "{err}");
+}
+
+#[test]
+fn cfs_repo_environment_variable_is_the_default() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("envrepo");
+    let out = Command::new(env!("CARGO_BIN_EXE_cfsctl"))
+        .args(["init", "--insecure"])
+        .env("CFS_REPO", &repo)
+        .output()
+        .expect("run");
+    ok(&out);
+    assert!(repo.join("meta.json").exists());
+}
+
+#[test]
+fn cat_fsck_and_gc() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    ok(&cfsctl(&repo, &["init", "--insecure"]));
+    let tar = sample_tar(tmp.path());
+    let cid = import(&repo, &tar);
+    assert!(cid.starts_with("oci-layer-sha256:"), "{cid}");
+
+    // cat re-creates the stream byte for byte.
+    let out = cfsctl(&repo, &["cat", &cid]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, tar);
+
+    // A sound repository: exit 0, JSON says ok.
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&cfsctl(&repo, &["fsck", "--json"]))).expect("json");
+    assert_eq!(json["ok"], true);
+    assert!(json["objects"].as_u64().expect("objects") >= 1);
+
+    // Unreferenced: gc --dry-run lists the stream, removes nothing; gc removes it.
+    let dry = ok(&cfsctl(&repo, &["gc", "--dry-run"]));
+    assert!(dry.contains(&format!("would remove stream {cid}")), "{dry}");
+    assert!(cfsctl(&repo, &["cat", &cid]).status.success());
+    let gc = ok(&cfsctl(&repo, &["gc"]));
+    assert!(gc.contains(&format!("removed stream {cid}")), "{gc}");
+    assert!(!cfsctl(&repo, &["cat", &cid]).status.success());
+    let objects = std::fs::read_dir(repo.join("objects"))
+        .expect("objects")
+        .flat_map(|d| std::fs::read_dir(d.expect("entry").path()).expect("dir"))
+        .count();
+    assert_eq!(objects, 0);
+}
+
+#[test]
+fn fsck_exits_non_zero_on_damage() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    ok(&cfsctl(&repo, &["init", "--insecure"]));
+    let tar = sample_tar(tmp.path());
+    let cid = import(&repo, &tar);
+    // Flip one byte of the largest object.
+    let mut objects: Vec<_> = std::fs::read_dir(repo.join("objects"))
+        .expect("objects")
+        .flat_map(|d| std::fs::read_dir(d.expect("entry").path()).expect("dir"))
+        .map(|e| e.expect("entry").path())
+        .collect();
+    objects.sort_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+    let victim = objects.last().expect("an object");
+    let mut bytes = std::fs::read(victim).expect("read");
+    bytes[10] ^= 0xff;
+    std::fs::write(victim, bytes).expect("write");
+
+    let out = cfsctl(&repo, &["fsck"]);
+    assert!(!out.status.success(), "fsck must fail");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("corrupt-object"), "{text}");
+    let out = cfsctl(&repo, &["fsck", "--json"]);
+    assert!(!out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["problems"][0]["kind"], "corrupt-object");
+    // A missing object: cat fails and says so.
+    std::fs::remove_file(victim).expect("rm");
+    let out = cfsctl(&repo, &["cat", &cid]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
