@@ -52,15 +52,15 @@ pub enum Error {
     #[error("object {expected:#} is corrupt: its content hashes to {actual:#}")]
     CorruptObject {
         /// The object's name.
-        expected: ObjectId,
+        expected: Box<ObjectId>,
         /// What its content actually hashes to.
-        actual: ObjectId,
+        actual: Box<ObjectId>,
     },
     /// A digest of another algorithm than the repository's.
     #[error("digest {id:#} does not use the repository's hash algorithm {algorithm}")]
     WrongAlgorithm {
         /// The digest.
-        id: ObjectId,
+        id: Box<ObjectId>,
         /// The repository's algorithm.
         algorithm: HashAlgorithm,
     },
@@ -97,7 +97,7 @@ pub enum Error {
     #[error("image {image:#}: {message}")]
     BadImage {
         /// The image.
-        image: ObjectId,
+        image: Box<ObjectId>,
         /// What went wrong.
         message: String,
     },

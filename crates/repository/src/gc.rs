@@ -88,7 +88,10 @@ impl Repository {
             let mut f = self.open_object(&id)?;
             let objs = reader
                 .referenced_objects(&mut f)
-                .map_err(|message| Error::BadImage { image: id, message })?;
+                .map_err(|message| Error::BadImage {
+                    image: Box::new(id),
+                    message,
+                })?;
             live.objects.insert(id);
             live.objects.extend(objs);
         }

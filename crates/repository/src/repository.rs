@@ -293,7 +293,7 @@ impl Repository {
     fn check_alg(&self, id: &ObjectId) -> Result<()> {
         if id.algorithm() != self.meta.hash {
             return Err(Error::WrongAlgorithm {
-                id: *id,
+                id: Box::new(*id),
                 algorithm: self.meta.hash,
             });
         }
@@ -348,8 +348,8 @@ impl Repository {
             })?;
         if measured != *id {
             return Err(Error::CorruptObject {
-                expected: *id,
-                actual: measured,
+                expected: Box::new(*id),
+                actual: Box::new(measured),
             });
         }
         Ok(())

@@ -340,7 +340,7 @@ impl<'r> SplitStreamWriter<'r> {
     pub fn write_reference(&mut self, id: ObjectId, size: u64) -> Result<()> {
         if id.algorithm() != self.repo.algorithm() {
             return Err(Error::WrongAlgorithm {
-                id,
+                id: Box::new(id),
                 algorithm: self.repo.algorithm(),
             });
         }
