@@ -377,35 +377,7 @@ fn ensure_tools() -> Result<()> {
         "building the fixtures needs root: debootstrap chroots, and the layers hold files owned \
          by other users and security.capability xattrs"
     );
-    let missing: Vec<&str> = TOOLS
-        .iter()
-        .filter(|(program, _)| find_program(program).is_none())
-        .map(|&(_, package)| package)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    ensure!(
-        Path::new("/etc/debian_version").exists() && find_program("apt-get").is_some(),
-        "missing tools (Debian packages {}) and this is not a Debian system with apt-get: install \
-         them yourself",
-        missing.join(", ")
-    );
-    println!("installing {} with apt-get", missing.join(" "));
-    run_command(Command::new("apt-get").arg("update").arg("-q"))?;
-    run_command(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    for (program, package) in TOOLS {
-        ensure!(
-            find_program(program).is_some(),
-            "{program} still missing after installing {package}"
-        );
-    }
-    Ok(())
+    crate::ensure_tools(TOOLS)
 }
 
 /// Runs debootstrap and stores its root filesystem as the base layer tar.

@@ -5,9 +5,11 @@
 //! command, add a module, a variant to [`Command`] and an arm to the `match` in [`main`].
 //!
 //! Commands:
+//! - `ci` ([`ci`]): everything CI checks (tools, fmt, clippy, fixtures, tests).
 //! - `fixtures` ([`fixtures`]): build and cache the Debian OCI images used by end-to-end tests
 //!   and benchmarks (see `docs/fixtures.md`).
 
+mod ci;
 mod fixtures;
 
 use std::path::{Path, PathBuf};
@@ -27,12 +29,15 @@ struct Cli {
 /// The xtask subcommands.
 #[derive(Subcommand)]
 enum Command {
+    /// Run every check CI runs (installs the test tools with apt-get if missing).
+    Ci(ci::Args),
     /// Build (or reuse) the Debian OCI image fixtures under target/fixtures.
     Fixtures(fixtures::Args),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Ci(args) => ci::run(args),
         Command::Fixtures(args) => fixtures::run(args),
     }
 }
@@ -88,4 +93,42 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
         .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
+}
+
+/// Makes sure every `(program, Debian package)` is available, installing the missing packages
+/// with apt-get (as root on Debian); otherwise fails naming the packages.
+pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = tools
+        .iter()
+        .filter(|(program, _)| find_program(program).is_none())
+        .map(|&(_, package)| package)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let can_apt = Path::new("/etc/debian_version").exists()
+        && find_program("apt-get").is_some()
+        && rustix::process::geteuid().is_root();
+    if !can_apt {
+        bail!(
+            "missing tools: install the Debian packages {} (as root: apt-get install {})",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    println!("installing {} with apt-get", missing.join(" "));
+    run_command(Process::new("apt-get").arg("update").arg("-q"))?;
+    run_command(
+        Process::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    for (program, package) in tools {
+        if find_program(program).is_none() {
+            bail!("{program} still missing after installing {package}");
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,60 @@
+//! `cargo xtask ci`: the project's whole check, as CI runs it (`.ci/run`) and as README.md
+//! tells developers to run it: installs the tools the tests use, then format, lints, the
+//! fixtures, every test, and the verity tests in a VM.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::{ensure_tools, project_root, run_command};
+
+/// Programs the tests run against (the real peers), with their Debian packages.
+pub const TEST_TOOLS: &[(&str, &str)] = &[
+    ("fsverity", "fsverity"),
+    ("skopeo", "skopeo"),
+    ("umoci", "umoci"),
+    ("mkfs.erofs", "erofs-utils"),
+    ("fsck.erofs", "erofs-utils"),
+    ("docker-registry", "docker-registry"),
+    ("tar", "tar"),
+    ("gzip", "gzip"),
+    ("zstd", "zstd"),
+    ("debootstrap", "debootstrap"),
+    ("setfattr", "attr"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("busybox", "busybox-static"),
+];
+
+/// Arguments of `cargo xtask ci`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Skip installing tools (they must already be there).
+    #[arg(long)]
+    no_install: bool,
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(project_root());
+    c
+}
+
+/// Runs every check; fails at the first that fails.
+pub fn run(args: Args) -> Result<()> {
+    if !args.no_install {
+        ensure_tools(TEST_TOOLS)?;
+    }
+    let step = |name: &str| println!("\n==> {name}");
+    step("cargo fmt --check");
+    run_command(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step("cargo clippy");
+    run_command(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    step("fixtures (Debian OCI images)");
+    run_command(cargo().args(["xtask", "fixtures"]))?;
+    step("cargo test");
+    run_command(cargo().args(["test", "--workspace", "--all-targets"]))?;
+    run_command(cargo().args(["test", "--workspace", "--doc"]))?;
+    println!("\nci: all checks passed");
+    Ok(())
+}
