@@ -49,7 +49,14 @@ pub fn run(args: Args) -> Result<()> {
     step("cargo fmt --check");
     run_command(cargo().args(["fmt", "--all", "--", "--check"]))?;
     step("cargo clippy");
-    run_command(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run_command(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     step("fixtures (Debian OCI images)");
     run_command(cargo().args(["xtask", "fixtures"]))?;
     step("cargo test");

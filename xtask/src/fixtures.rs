@@ -86,9 +86,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("apt-get", "apt"),
 ];
 
-const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub(crate) const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// Arguments of `cargo xtask fixtures`.
@@ -515,7 +515,7 @@ fn build_layers(paths: &Paths) -> Result<BTreeMap<LayerId, Layer>> {
 
 /// Makes a deterministic tar of the contents of `dir` (names relative to `dir`, no `./` prefix
 /// and no entry for `dir` itself, as container layers usually are).
-fn tar_directory(dir: &Path, out: &Path) -> Result<()> {
+pub(crate) fn tar_directory(dir: &Path, out: &Path) -> Result<()> {
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
@@ -946,7 +946,7 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<()> {
 }
 
 /// SHA-256 (hex) and size of a file.
-fn sha256_file(path: &Path) -> Result<(String, u64)> {
+pub(crate) fn sha256_file(path: &Path) -> Result<(String, u64)> {
     let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -966,13 +966,13 @@ fn sha256_file(path: &Path) -> Result<(String, u64)> {
 
 /// A blob written to the layout.
 #[derive(Clone)]
-struct Blob {
-    digest: String,
-    size: u64,
+pub(crate) struct Blob {
+    pub(crate) digest: String,
+    pub(crate) size: u64,
 }
 
 impl Blob {
-    fn descriptor(&self, media_type: &str) -> Value {
+    pub(crate) fn descriptor(&self, media_type: &str) -> Value {
         json!({ "mediaType": media_type, "digest": self.digest, "size": self.size })
     }
 }
@@ -1183,7 +1183,7 @@ fn compress_all(
     Ok(blobs)
 }
 
-fn write_json_blob(blobs_dir: &Path, value: &Value) -> Result<Blob> {
+pub(crate) fn write_json_blob(blobs_dir: &Path, value: &Value) -> Result<Blob> {
     let bytes = serde_json::to_vec(value).context("cannot serialise JSON")?;
     let hex = hex::encode(Sha256::digest(&bytes));
     write_file(&blobs_dir.join(&hex), &bytes, 0o644)?;

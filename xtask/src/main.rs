@@ -5,11 +5,13 @@
 //! command, add a module, a variant to [`Command`] and an arm to the `match` in [`main`].
 //!
 //! Commands:
+//! - `demo` ([`demo`]): the main job on built-in sample data (README's first command).
 //! - `ci` ([`ci`]): everything CI checks (tools, fmt, clippy, fixtures, tests).
 //! - `fixtures` ([`fixtures`]): build and cache the Debian OCI images used by end-to-end tests
 //!   and benchmarks (see `docs/fixtures.md`).
 
 mod ci;
+mod demo;
 mod fixtures;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +33,8 @@ struct Cli {
 enum Command {
     /// Run every check CI runs (installs the test tools with apt-get if missing).
     Ci(ci::Args),
+    /// Build, make a sample OCI image, pull it into a fresh repository, list it, show a file.
+    Demo(demo::Args),
     /// Build (or reuse) the Debian OCI image fixtures under target/fixtures.
     Fixtures(fixtures::Args),
 }
@@ -38,6 +42,7 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Ci(args) => ci::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Fixtures(args) => fixtures::run(args),
     }
 }
