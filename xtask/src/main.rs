@@ -6,10 +6,12 @@
 //!
 //! Commands:
 //! - `demo` ([`demo`]): the main job on built-in sample data (README's first command).
+//! - `bench` ([`bench`]): the end-to-end pull benchmark, written to docs/performance.md.
 //! - `ci` ([`ci`]): everything CI checks (tools, fmt, clippy, fixtures, tests).
 //! - `fixtures` ([`fixtures`]): build and cache the Debian OCI images used by end-to-end tests
 //!   and benchmarks (see `docs/fixtures.md`).
 
+mod bench;
 mod ci;
 mod demo;
 mod fixtures;
@@ -33,6 +35,8 @@ struct Cli {
 enum Command {
     /// Run every check CI runs (installs the test tools with apt-get if missing).
     Ci(ci::Args),
+    /// Benchmark pulls against their bounds and peers; writes docs/performance.md.
+    Bench(bench::Args),
     /// Build, make a sample OCI image, pull it into a fresh repository, list it, show a file.
     Demo(demo::Args),
     /// Build (or reuse) the Debian OCI image fixtures under target/fixtures.
@@ -42,6 +46,7 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Ci(args) => ci::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Fixtures(args) => fixtures::run(args),
     }
