@@ -429,8 +429,8 @@ pub fn run(args: Args) -> Result<()> {
             .unwrap_or_else(|| "–".into());
         let _ = writeln!(
             table,
-            "| {}{} | {:.3} | {:.2} | {:.1} | {disk} |",
-            r.name, r.note, r.wall, r.cpu, r.rss_mib
+            "| {} | {:.3} | {:.2} | {:.1} | {disk} |",
+            r.name, r.wall, r.cpu, r.rss_mib
         );
     }
     let _ = writeln!(
