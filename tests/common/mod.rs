@@ -1,0 +1,48 @@
+//! Helpers shared by the end-to-end tests in `tests/`, which run `cfsctl` against real external
+//! tools (`fsverity`, `mkcomposefs`, `skopeo`, ...).
+//!
+//! Use it from a test crate with `mod common;`. Each test crate uses its own subset of the
+//! helpers, hence the `dead_code` allowance.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Where `name` is found on `PATH` as an executable file, if anywhere.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable_file(candidate))
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Whether the external tool `name` is installed, for a test that needs it.
+///
+/// Returns `true` if it is on `PATH`. If it is not: when the environment variable `CI` is set
+/// (to anything), the tool is part of the test environment, so this panics and the test fails;
+/// otherwise it prints `skipping: NAME not installed` to stderr (uncaptured, so it shows in a
+/// plain `cargo test` run) and returns `false`, and the test should return early:
+///
+/// ```ignore
+/// if !common::require_tool("fsverity") {
+///     return;
+/// }
+/// ```
+pub fn require_tool(name: &str) -> bool {
+    if find_tool(name).is_some() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{name} is not installed (not found on PATH), and CI is set: install it");
+    }
+    // Straight to the process's stderr rather than `eprintln!`, which the test harness captures
+    // and hides for passing tests: a skipped test should say so in a plain `cargo test` run.
+    let _ = writeln!(std::io::stderr(), "skipping: {name} not installed");
+    false
+}
