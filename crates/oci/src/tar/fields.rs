@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn pax_record_parsing() {
-        let r = pax_records(b"13 size=3584\n19 path=a\nb=c\0d\n\0\0\0").expect("parse");
+        let r = pax_records(b"13 size=3584\n16 path=a\nb=c\0d\n\0\0\0").expect("parse");
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].key, b"size");
         assert_eq!(r[1].value, b"a\nb=c\0d");
