@@ -1,6 +1,8 @@
 //! `cfsctl`: the command-line front end of cfs. It parses arguments, calls the library crates
 //! and prints; all logic lives in the libraries.
 
+mod image;
+mod mount;
 mod oci;
 
 use std::path::PathBuf;
@@ -51,6 +53,33 @@ enum Command {
     /// OCI images and layers.
     #[command(subcommand)]
     Oci(oci::OciCommand),
+    /// composefs images as files: from dumpfiles, to dumpfiles.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Store a directory's files and its composefs image in the repository; prints the image
+    /// ID.
+    CreateImage {
+        /// The directory to store.
+        srcdir: PathBuf,
+        /// Also name the image with this image ref.
+        name: Option<String>,
+    },
+    /// Print the image ID `create-image` would give a directory, without storing anything
+    /// (no repository needed).
+    ComputeId {
+        /// Hash algorithm (the repository's, for IDs to match).
+        #[arg(long, default_value = "sha256")]
+        hash: HashAlgorithm,
+        /// The directory.
+        srcdir: PathBuf,
+    },
+    /// Mount a stored image read-only (needs root). The image's digest is checked first.
+    Mount {
+        /// Image ID or image ref name.
+        image: String,
+        /// An existing directory.
+        mountpoint: PathBuf,
+    },
     /// Write a stored stream (by content id or ref name), re-created byte for byte, to stdout.
     Cat {
         /// Content id (e.g. oci-layer-sha256:...) or stream ref name.
@@ -128,7 +157,7 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
         }
         Command::Fsck { json } => {
             let repo = open(cli.repo)?;
-            let report = repo.fsck(None, 0)?;
+            let report = repo.fsck(Some(&cfs_image::repo::ErofsImageObjects), 0)?;
             if json {
                 let mut v = serde_json::to_value(&report)?;
                 v["ok"] = report.ok().into();
@@ -154,7 +183,7 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
         }
         Command::Gc { dry_run } => {
             let repo = open(cli.repo)?;
-            let report = repo.gc(None, dry_run)?;
+            let report = repo.gc(Some(&cfs_image::repo::ErofsImageObjects), dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };
             for s in &report.streams {
                 println!("{verb} stream {s}");
@@ -175,6 +204,12 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
             );
         }
         Command::Oci(cmd) => oci::run(&open(cli.repo)?, cmd)?,
+        Command::Image(cmd) => image::run(cmd)?,
+        Command::CreateImage { srcdir, name } => {
+            image::create_image(&open(cli.repo)?, &srcdir, name.as_deref())?
+        }
+        Command::ComputeId { hash, srcdir } => image::compute_id(&srcdir, hash)?,
+        Command::Mount { image, mountpoint } => mount::run(&open(cli.repo)?, &image, &mountpoint)?,
         Command::Cat { stream } => {
             let repo = open(cli.repo)?;
             let reader = repo.open_stream(&stream)?;

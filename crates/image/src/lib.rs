@@ -5,11 +5,18 @@
 //! - [`dumpfile`]: the composefs-dump(5) text format, parsed and printed.
 //! - [`erofs`]: the composefs EROFS image, written byte-identical to C `mkcomposefs`, and read
 //!   back.
+//! - [`scan`]: reading a directory from disk into a tree, storing or hashing file contents.
+//! - [`repo`]: images in a repository: creating them, finding their objects for gc and fsck,
+//!   checking an image's own digest.
+//! - [`mount`]: mounting an image (EROFS + overlayfs through the new mount API).
 //!
 //! See `docs/image.md`.
 
 pub mod dumpfile;
 pub mod erofs;
+pub mod mount;
+pub mod repo;
+pub mod scan;
 pub mod tree;
 
 pub use erofs::FormatOptions;

@@ -1,0 +1,228 @@
+//! Mounting a composefs image with the new mount API (`fsopen`/`fsconfig`/`fsmount`/
+//! `move_mount`, through rustix).
+//!
+//! 1. The EROFS image is mounted straight from its file (file-backed EROFS, Linux 6.12+): the
+//!    `source` is `/proc/self/fd/N` of the descriptor whose digest was checked, so the kernel
+//!    mounts exactly the file that was verified, not whatever the path names by then.
+//! 2. That mount stays *detached* (never attached anywhere in the mount tree) and becomes the
+//!    lower layer of a read-only overlayfs with `metacopy=on,redirect_dir=on`; the repository's
+//!    `objects/` directory is a data-only lower layer, where the redirect xattrs of the image's
+//!    files find their contents. With `verity=require` (repositories that enforce verity) the
+//!    kernel checks each object's fs-verity digest against the image's metacopy xattr on open.
+//! 3. Only the overlay is attached, at the mount point.
+//!
+//! Layers are passed as `lowerdir+`/`datadir+` (Linux 6.8+); on kernels that do not know these
+//! keys the older `lowerdir=LOWER::DATA` syntax (6.5+) is used instead.
+//!
+//! Failures carry the messages the kernel logs into the filesystem context, which say far more
+//! than the errno.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use cfs_repository::{Repository, VerityMode};
+use rustix::fs::{CWD, Mode, OFlags};
+use rustix::io::Errno;
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
+    fsconfig_set_string, fsmount, fsopen, move_mount,
+};
+
+use crate::repo::{ImageError, open_verified_image};
+
+/// Why a mount failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The image could not be found or failed its digest check.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// A mount system call failed.
+    #[error("{step}: {errno}{}", kernel_log(.log))]
+    Mount {
+        /// What was being done.
+        step: String,
+        /// The error.
+        errno: Errno,
+        /// Messages the kernel logged into the filesystem context.
+        log: Vec<String>,
+    },
+    /// Opening a directory failed.
+    #[error("opening {path}: {errno}")]
+    Open {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        errno: Errno,
+    },
+}
+
+fn kernel_log(log: &[String]) -> String {
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!(" (kernel: {})", log.join("; "))
+    }
+}
+
+/// How to mount.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MountOptions {
+    /// Pass `verity=require` to overlayfs: every file's object must have fs-verity with the
+    /// digest the image records.
+    pub require_verity: bool,
+}
+
+/// A filesystem context (`fsopen`), which can tell what the kernel logged about it.
+struct FsContext {
+    fd: OwnedFd,
+    fstype: &'static str,
+}
+
+impl FsContext {
+    fn open(fstype: &'static str) -> Result<Self, MountError> {
+        let fd =
+            fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC).map_err(|errno| MountError::Mount {
+                step: format!("fsopen({fstype})"),
+                errno,
+                log: Vec::new(),
+            })?;
+        Ok(Self { fd, fstype })
+    }
+
+    /// Drains the context's message log.
+    fn log(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        // Each read returns one message; the log holds at most a few dozen.
+        for _ in 0..64 {
+            match rustix::io::read(&self.fd, &mut buf) {
+                Ok(n) if n > 0 => out.push(String::from_utf8_lossy(&buf[..n]).trim().to_owned()),
+                _ => break,
+            }
+        }
+        out
+    }
+
+    fn fail(&self, step: String, errno: Errno) -> MountError {
+        MountError::Mount {
+            step,
+            errno,
+            log: self.log(),
+        }
+    }
+
+    fn set(&self, key: &str, value: &str) -> Result<(), MountError> {
+        fsconfig_set_string(&self.fd, key, value)
+            .map_err(|e| self.fail(format!("{}: setting {key}={value}", self.fstype), e))
+    }
+
+    /// Creates the superblock and returns a detached, read-only mount of it.
+    fn mount(&self) -> Result<OwnedFd, MountError> {
+        fsconfig_create(&self.fd)
+            .map_err(|e| self.fail(format!("{}: creating the filesystem", self.fstype), e))?;
+        fsmount(
+            &self.fd,
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::MOUNT_ATTR_RDONLY,
+        )
+        .map_err(|e| self.fail(format!("{}: fsmount", self.fstype), e))
+    }
+}
+
+/// `/proc/self/fd/N`: a path naming exactly the file or mount behind a descriptor.
+fn fd_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Mounts an EROFS image from an open file; returns the detached mount.
+pub fn mount_erofs(image: &File) -> Result<OwnedFd, MountError> {
+    let ctx = FsContext::open("erofs")?;
+    ctx.set("source", &fd_path(image.as_fd()))?;
+    ctx.mount()
+}
+
+/// Overlays a mounted composefs image (`erofs`, e.g. from [`mount_erofs`]) on the object
+/// directory `objects`; returns the detached read-only overlay mount.
+pub fn mount_overlay(
+    erofs: BorrowedFd<'_>,
+    objects: BorrowedFd<'_>,
+    options: MountOptions,
+) -> Result<OwnedFd, MountError> {
+    let lower = fd_path(erofs);
+    let data = fd_path(objects);
+    let configure = |ctx: &FsContext, legacy: bool| -> Result<(), MountError> {
+        ctx.set("source", "cfs")?;
+        ctx.set("metacopy", "on")?;
+        ctx.set("redirect_dir", "on")?;
+        if options.require_verity {
+            ctx.set("verity", "require")?;
+        }
+        if legacy {
+            ctx.set("lowerdir", &format!("{lower}::{data}"))
+        } else {
+            ctx.set("lowerdir+", &lower)?;
+            ctx.set("datadir+", &data)
+        }
+    };
+    let ctx = FsContext::open("overlay")?;
+    match configure(&ctx, false) {
+        Ok(()) => {}
+        // Kernels before 6.8 do not know lowerdir+/datadir+: use the `::` syntax.
+        Err(MountError::Mount {
+            errno: Errno::INVAL,
+            step,
+            ..
+        }) if step.contains("lowerdir+") || step.contains("datadir+") => {
+            let ctx = FsContext::open("overlay")?;
+            configure(&ctx, true)?;
+            return ctx.mount();
+        }
+        Err(e) => return Err(e),
+    }
+    ctx.mount()
+}
+
+/// Attaches a detached mount at `mountpoint`.
+pub fn attach(mount: BorrowedFd<'_>, mountpoint: &Path) -> Result<(), MountError> {
+    move_mount(
+        mount,
+        "",
+        CWD,
+        mountpoint,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|errno| MountError::Mount {
+        step: format!("attaching the mount at {}", mountpoint.display()),
+        errno,
+        log: Vec::new(),
+    })
+}
+
+/// Mounts the repository's image `name` (an image ID or image ref) read-only at `mountpoint`.
+///
+/// The image's own digest is checked first (see [`open_verified_image`]); `verity=require` is
+/// used when the repository enforces verity. Needs `CAP_SYS_ADMIN`.
+pub fn mount_image(repo: &Repository, name: &str, mountpoint: &Path) -> Result<(), MountError> {
+    let (_, image) = open_verified_image(repo, name)?;
+    let objects_path = repo.path().join("objects");
+    let objects = rustix::fs::openat(
+        CWD,
+        &objects_path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| MountError::Open {
+        path: objects_path,
+        errno,
+    })?;
+    let erofs = mount_erofs(&image)?;
+    let overlay = mount_overlay(
+        erofs.as_fd(),
+        objects.as_fd(),
+        MountOptions {
+            require_verity: repo.verity() == VerityMode::Enforced,
+        },
+    )?;
+    attach(overlay.as_fd(), mountpoint)
+}

@@ -1,0 +1,377 @@
+//! End-to-end tests of `cfsctl mount` (root only; skipped with a message otherwise): a directory
+//! holding every kind of file is stored with `create-image`, mounted, and compared with the
+//! source file by file — type, content, permission bits, owner, mtime with nanoseconds,
+//! xattrs (including escaped `trusted.overlay.*`), symlink targets, device numbers and hardlink
+//! groups. Mounting a wrong or corrupted image fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cfsctl(repo: &Path, args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cfsctl"))
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .env_remove("CFS_REPO")
+        .output()
+        .expect("run cfsctl")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "cfsctl failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether we can mount; says why not (uncaptured, so it shows in a plain `cargo test`).
+fn can_mount() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping: mounting needs root (run the tests as root to include them)"
+    );
+    false
+}
+
+/// Unmounts (lazily) when dropped, so a failing assertion leaves no mount behind.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+/// What a file is, as far as a composefs image can tell.
+#[derive(Debug, PartialEq, Eq)]
+struct Entry {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, i64),
+    rdev: u64,
+    nlink: u64,
+    /// Content of regular files, target of symlinks.
+    data: Vec<u8>,
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The other names of the same inode.
+    links: BTreeSet<PathBuf>,
+}
+
+fn xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut names = vec![0u8; 65536];
+    let n = rustix::fs::llistxattr(path, &mut names).expect("listxattr");
+    names.truncate(n);
+    let mut out = BTreeMap::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let mut value = vec![0u8; 65536];
+        let n = rustix::fs::lgetxattr(path, name, &mut value).expect("getxattr");
+        value.truncate(n);
+        out.insert(name.to_vec(), value);
+    }
+    out
+}
+
+/// Every file under `root` (relative path → entry), root included as "".
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<(u64, u64), BTreeSet<PathBuf>> = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let path = root.join(&rel);
+        let m = std::fs::symlink_metadata(&path).expect("lstat");
+        let ft = m.file_type();
+        let data = if ft.is_file() {
+            std::fs::read(&path).expect("read")
+        } else if ft.is_symlink() {
+            std::fs::read_link(&path)
+                .expect("readlink")
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
+        } else {
+            Vec::new()
+        };
+        if ft.is_dir() {
+            for e in std::fs::read_dir(&path).expect("readdir") {
+                stack.push(rel.join(e.expect("entry").file_name()));
+            }
+        } else {
+            inodes
+                .entry((m.dev(), m.ino()))
+                .or_default()
+                .insert(rel.clone());
+        }
+        out.insert(
+            rel.clone(),
+            (
+                (m.dev(), m.ino(), ft.is_dir()),
+                Entry {
+                    mode: m.mode(),
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    mtime: (m.mtime(), m.mtime_nsec()),
+                    rdev: m.rdev(),
+                    nlink: m.nlink(),
+                    data,
+                    xattrs: xattrs(&path),
+                    links: BTreeSet::new(),
+                },
+            ),
+        );
+    }
+    out.into_iter()
+        .map(|(rel, ((dev, ino, dir), mut e))| {
+            if !dir {
+                e.links = inodes[&(dev, ino)].clone();
+                e.links.remove(&rel);
+            }
+            (rel, e)
+        })
+        .collect()
+}
+
+fn set_mtime(path: &Path, sec: i64, nsec: i64) {
+    let t = rustix::fs::Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .expect("utimensat");
+}
+
+/// A directory with every kind of file composefs can hold.
+fn make_source(src: &Path) {
+    use rustix::fs::{CWD, FileType, Mode, makedev, mknodat};
+    use std::os::unix::fs::{PermissionsExt, chown, lchown, symlink};
+    let w = |rel: &str, data: &[u8]| std::fs::write(src.join(rel), data).expect("write");
+    std::fs::create_dir_all(src.join("dir/nested/deeper")).expect("mkdir");
+    std::fs::create_dir(src.join("empty-dir")).expect("mkdir");
+    w("empty", b"");
+    w("small", b"hello\n");
+    w("inline-64", &[b'a'; 64]);
+    w("object-65", &[b'b'; 65]);
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i * 7 + i / 4096) as u8)
+        .collect();
+    w("dir/big", &big);
+    w("dir/nested/medium", &vec![b'm'; 70_000]);
+    w("dup-of-medium", &vec![b'm'; 70_000]);
+    std::fs::hard_link(src.join("dir/big"), src.join("big-link")).expect("link");
+    std::fs::hard_link(src.join("dir/big"), src.join("dir/nested/big-link2")).expect("link");
+    std::fs::hard_link(src.join("small"), src.join("dir/small-link")).expect("link");
+    symlink("dir/big", src.join("sym-rel")).expect("symlink");
+    symlink(
+        "/absolute/target/that/does/not/exist",
+        src.join("dir/sym-abs"),
+    )
+    .expect("symlink");
+    symlink("x".repeat(1000), src.join("sym-long")).expect("symlink");
+    mknodat(
+        CWD,
+        src.join("null"),
+        FileType::CharacterDevice,
+        Mode::from_raw_mode(0o666),
+        makedev(1, 3),
+    )
+    .expect("mknod");
+    mknodat(
+        CWD,
+        src.join("dir/blk"),
+        FileType::BlockDevice,
+        Mode::from_raw_mode(0o640),
+        makedev(259, 70000),
+    )
+    .expect("mknod");
+    mknodat(
+        CWD,
+        src.join("fifo"),
+        FileType::Fifo,
+        Mode::from_raw_mode(0o620),
+        0,
+    )
+    .expect("mkfifo");
+    drop(std::os::unix::net::UnixListener::bind(src.join("socket")).expect("socket"));
+    // Unusual permission bits and owners.
+    for (rel, mode) in [
+        ("small", 0o4755),
+        ("object-65", 0o2640),
+        ("empty-dir", 0o1777),
+        ("dir/nested", 0o700),
+    ] {
+        std::fs::set_permissions(src.join(rel), std::fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    }
+    chown(src.join("object-65"), Some(1234), Some(70000)).expect("chown");
+    chown(src.join("dir"), Some(100_000), Some(5)).expect("chown");
+    lchown(src.join("sym-rel"), Some(42), Some(43)).expect("lchown");
+    // xattrs, including ones overlayfs would interpret if they were not escaped.
+    let setx = |rel: &str, name: &str, value: &[u8]| {
+        rustix::fs::lsetxattr(src.join(rel), name, value, rustix::fs::XattrFlags::empty())
+            .expect("setxattr")
+    };
+    setx("small", "user.greeting", b"hi there");
+    setx("small", "user.empty", b"");
+    setx("dir/big", "user.binary", &[0, 1, 2, 255, b'=']);
+    setx("dir/big", "trusted.overlay.redirect", b"/elsewhere");
+    setx("dir", "trusted.overlay.opaque", b"y");
+    setx("dir", "user.on-dir", b"d");
+    setx("fifo", "trusted.cfs-test", b"t");
+    // mtimes with nanoseconds, children first (changing a child changes its directory).
+    set_mtime(&src.join("small"), 1_600_000_000, 123_456_789);
+    set_mtime(&src.join("sym-rel"), 1_500_000_000, 1);
+    set_mtime(&src.join("dir/big"), 2_000_000_000, 999_999_999);
+    set_mtime(&src.join("dir/nested"), 1_000, 5);
+    set_mtime(&src.join("dir"), 1_700_000_000, 500_000_000);
+    set_mtime(src, 1_234_567_890, 42);
+}
+
+fn compare(src: &Path, mnt: &Path) {
+    let a = snapshot(src);
+    let b = snapshot(mnt);
+    assert!(a.len() > 20, "{a:?}");
+    // The escaped overlay xattrs come back as they were.
+    assert_eq!(
+        b[Path::new("dir/big")].xattrs[&b"trusted.overlay.redirect"[..]],
+        b"/elsewhere"
+    );
+    let names_a: Vec<_> = a.keys().collect();
+    let names_b: Vec<_> = b.keys().collect();
+    assert_eq!(names_a, names_b, "same names");
+    for (rel, ea) in &a {
+        let eb = &b[rel];
+        let is_dir = ea.mode & 0o170000 == 0o040000;
+        assert_eq!(ea.mode, eb.mode, "{rel:?}: mode");
+        assert_eq!((ea.uid, ea.gid), (eb.uid, eb.gid), "{rel:?}: owner");
+        assert_eq!(ea.mtime, eb.mtime, "{rel:?}: mtime");
+        if !is_dir {
+            assert_eq!(ea.rdev, eb.rdev, "{rel:?}: rdev");
+            assert_eq!(ea.nlink, eb.nlink, "{rel:?}: link count");
+        }
+        assert!(ea.data == eb.data, "{rel:?}: content differs");
+        assert_eq!(ea.xattrs, eb.xattrs, "{rel:?}: xattrs");
+        assert_eq!(ea.links, eb.links, "{rel:?}: hardlinks");
+    }
+}
+
+#[test]
+fn mounted_image_matches_its_source() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    let src = tmp.path().join("src");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    make_source(&src);
+    ok(&cfsctl(&repo, &["init".as_ref(), "--insecure".as_ref()]));
+    let id = ok(&cfsctl(
+        &repo,
+        &[
+            "create-image".as_ref(),
+            src.as_os_str(),
+            "test/img".as_ref(),
+        ],
+    ))
+    .trim()
+    .to_owned();
+    assert_eq!(id.len(), 64, "{id}");
+    // compute-id gives the same ID without a repository.
+    let computed = ok(&cfsctl(&repo, &["compute-id".as_ref(), src.as_os_str()]));
+    assert_eq!(computed.trim(), id);
+
+    for name in [id.as_str(), "test/img"] {
+        ok(&cfsctl(
+            &repo,
+            &["mount".as_ref(), name.as_ref(), mnt.as_os_str()],
+        ));
+        let guard = Mounted(mnt.clone());
+        compare(&src, &mnt);
+        // The EROFS mount is detached: the only new mount is the overlay.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(
+            !mountinfo
+                .lines()
+                .any(|l| l.contains(" - erofs ") && l.contains(&*tmp.path().to_string_lossy())),
+            "erofs mount visible:\n{mountinfo}"
+        );
+        drop(guard);
+    }
+
+    // gc keeps everything the image needs; fsck checks it.
+    let gc = ok(&cfsctl(&repo, &["gc".as_ref()]));
+    assert!(gc.contains("removed 0 objects"), "{gc}");
+    ok(&cfsctl(&repo, &["fsck".as_ref()]));
+}
+
+#[test]
+fn wrong_or_corrupt_images_do_not_mount() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    let src = tmp.path().join("src");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(src.join("d")).expect("mkdir");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    std::fs::write(src.join("d/f"), vec![1u8; 10_000]).expect("write");
+    ok(&cfsctl(&repo, &["init".as_ref(), "--insecure".as_ref()]));
+    let id = ok(&cfsctl(&repo, &["create-image".as_ref(), src.as_os_str()]))
+        .trim()
+        .to_owned();
+
+    let mount = |name: &str| cfsctl(&repo, &["mount".as_ref(), name.as_ref(), mnt.as_os_str()]);
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .contains(&*mnt.to_string_lossy())
+    };
+    // An ID nobody registered, a ref that does not exist.
+    for wrong in ["0".repeat(64), "no-such-ref".to_owned()] {
+        let out = mount(&wrong);
+        assert!(!out.status.success(), "{wrong} mounted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not found"), "{err}");
+        assert!(!mounted());
+    }
+    // The image object replaced behind the repository's back (by another valid image): its
+    // digest no longer matches its name.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    std::fs::write(other.join("g"), b"different").expect("write");
+    let oid = ok(&cfsctl(
+        &repo,
+        &["create-image".as_ref(), other.as_os_str()],
+    ))
+    .trim()
+    .to_owned();
+    let object = |id: &str| repo.join("objects").join(&id[..2]).join(&id[2..]);
+    std::fs::remove_file(object(&id)).expect("rm");
+    std::fs::copy(object(&oid), object(&id)).expect("copy");
+    let out = mount(&id);
+    assert!(!out.status.success(), "corrupt image mounted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("corrupt"), "{err}");
+    assert!(!mounted());
+}
