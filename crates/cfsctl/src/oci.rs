@@ -1,14 +1,99 @@
-//! `cfsctl oci ...`: OCI images and layers.
+//! `cfsctl oci ...`: OCI images and layers: pull, list, inspect, name and remove images, and
+//! write layers back out.
 
-use std::io::IsTerminal;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use cfs_oci::manifest::Platform;
+use cfs_oci::progress::PullProgress;
+use cfs_oci::pull::{PullOptions, pull};
+use cfs_oci::store::{self, Kind, StoredImage};
 use cfs_repository::Repository;
-use clap::Subcommand;
+use clap::{ArgAction, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// OCI subcommands.
 #[derive(Subcommand, Debug)]
 pub enum OciCommand {
+    /// Pull an image through skopeo, verify every digest, and store it; prints the image ID
+    /// (`sha256:<config digest>`) as the last line.
+    Pull {
+        /// The image in skopeo syntax: docker://HOST/REPO:TAG, docker://…@sha256:…,
+        /// oci:DIR[:TAG], oci-archive:FILE[:TAG], dir:DIR, docker-archive:FILE,
+        /// containers-storage:NAME.
+        image: String,
+        /// The local name [default: the reference's name and tag, e.g.
+        /// docker.io/library/debian:12; for oci:DIR:TAG the tag; else the file name].
+        name: Option<String>,
+        /// Verify TLS certificates; --tls-verify=false allows plain-http registries.
+        #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1,
+              default_value_t = true, default_missing_value = "true", require_equals = true)]
+        tls_verify: bool,
+        /// Registry credentials file [default as skopeo: $REGISTRY_AUTH_FILE, then
+        /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
+        /// ~/.docker/config.json].
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
+        /// Registry credentials; without :PASS the password is read from the terminal or stdin.
+        #[arg(long, value_name = "USER[:PASS]")]
+        creds: Option<String>,
+        /// The platform to pick from a manifest list [default: the host's].
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
+        /// Layers to process at once [default: the number of cores].
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+        /// No progress output; print only the image ID.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// List images: name, image ID, created, layers, size.
+    Images {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an image as JSON, or its raw config or manifest.
+    Inspect {
+        /// Name, image ID (or unique prefix), or manifest / manifest list digest.
+        name: String,
+        /// Print the raw config JSON.
+        #[arg(long, conflicts_with = "manifest")]
+        config: bool,
+        /// Print the raw manifest JSON.
+        #[arg(long)]
+        manifest: bool,
+    },
+    /// Give an image another name.
+    Tag {
+        /// An existing name, image ID or digest.
+        source: String,
+        /// The new name.
+        name: String,
+    },
+    /// Remove one name (the image stays while other names point at it).
+    Untag {
+        /// The name.
+        name: String,
+    },
+    /// Remove an image: every name that points at it. `cfsctl gc` then frees the space.
+    Rm {
+        /// Name, image ID or digest.
+        name: String,
+    },
+    /// Write an image's layer (the uncompressed tar, or an artifact's blob) to stdout; without
+    /// --layer the config (images) or the only blob (artifacts).
+    Cat {
+        /// Name, image ID or digest.
+        name: String,
+        /// Layer index, from 0.
+        #[arg(long, value_name = "N")]
+        layer: Option<usize>,
+    },
     /// Import an uncompressed tar layer from stdin; prints its content id.
     ImportLayer,
     /// Write a stored layer, re-created byte for byte, to stdout (not to a terminal).
@@ -24,19 +109,396 @@ fn layer_cid(arg: &str) -> Result<String> {
         .strip_prefix("oci-layer-sha256:")
         .or_else(|| arg.strip_prefix("sha256:"))
         .unwrap_or(arg);
-    if hex.len() != 64
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
+    if !cfs_oci::reference::is_sha256_hex(hex) {
         bail!("{arg:?} is not a layer diff_id (expected sha256:<64 lowercase hex digits>)");
     }
     Ok(cfs_oci::layer_content_id(hex))
 }
 
+/// Progress bars on stderr, one per blob being fetched.
+struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<usize, ProgressBar>>,
+    status: ProgressBar,
+}
+
+impl Bars {
+    fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let status = multi.add(ProgressBar::new_spinner());
+        status.enable_steady_tick(Duration::from_millis(120));
+        Self {
+            multi,
+            bars: Mutex::new(HashMap::new()),
+            status,
+        }
+    }
+
+    fn finish(&self) {
+        self.status.finish_and_clear();
+        if let Ok(bars) = self.bars.lock() {
+            for b in bars.values() {
+                if !b.is_finished() {
+                    b.abandon();
+                }
+            }
+        }
+    }
+}
+
+fn label(index: usize) -> String {
+    if index == usize::MAX {
+        "config".to_owned()
+    } else {
+        format!("layer {index}")
+    }
+}
+
+fn short_digest(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    hex.get(..12).unwrap_or(hex)
+}
+
+impl PullProgress for Bars {
+    fn message(&self, msg: &str) {
+        self.status.set_message(msg.to_owned());
+    }
+
+    fn blob_started(&self, index: usize, digest: &str, size: u64) {
+        let style = ProgressStyle::with_template(
+            "{prefix:>9} {msg:12} [{bar:30}] {bytes:>10}/{total_bytes:10} {bytes_per_sec:>11}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        let pb = self.multi.add(ProgressBar::new(size));
+        pb.set_style(style);
+        pb.set_prefix(label(index));
+        pb.set_message(short_digest(digest).to_owned());
+        if let Ok(mut bars) = self.bars.lock() {
+            bars.insert(index, pb);
+        }
+        self.status.set_message("fetching");
+    }
+
+    fn blob_progress(&self, index: usize, n: u64) {
+        if let Ok(bars) = self.bars.lock()
+            && let Some(b) = bars.get(&index)
+        {
+            b.inc(n);
+        }
+    }
+
+    fn blob_done(&self, index: usize) {
+        if let Ok(bars) = self.bars.lock()
+            && let Some(b) = bars.get(&index)
+        {
+            b.finish();
+        }
+    }
+
+    fn blob_skipped(&self, index: usize, digest: &str) {
+        let _ = self.multi.println(format!(
+            "{:>9} {} already stored",
+            label(index),
+            short_digest(digest)
+        ));
+    }
+}
+
+/// Reads a password: from the terminal without echo, else one line of stdin.
+fn read_password(user: &str) -> Result<String> {
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if stdin.is_terminal() {
+        eprint!("Password for {user}: ");
+        let fd = std::io::stdin();
+        let old = rustix::termios::tcgetattr(&fd).context("reading terminal settings")?;
+        let mut quiet = old.clone();
+        quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &quiet)
+            .context("turning off echo")?;
+        let r = stdin.read_line(&mut line);
+        let _ = rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &old);
+        eprintln!();
+        r.context("reading the password")?;
+    } else {
+        stdin
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+    }
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.3} {}", UNITS[u])
+            .replace(".000 ", " ")
+            .trim()
+            .to_owned()
+    }
+}
+
+fn open_named(repo: &Repository, name: &str) -> Result<StoredImage> {
+    let cid = store::resolve(repo, name)?;
+    Ok(store::open(repo, &cid)?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_pull(
+    repo: &Repository,
+    image: &str,
+    name: Option<&str>,
+    tls_verify: bool,
+    authfile: Option<PathBuf>,
+    creds: Option<String>,
+    platform: Option<String>,
+    jobs: Option<usize>,
+    quiet: bool,
+) -> Result<()> {
+    let platform = match platform {
+        Some(p) => Some(p.parse::<Platform>()?),
+        None => None,
+    };
+    let creds = match creds {
+        Some(c) => Some(match c.split_once(':') {
+            Some((u, p)) => (u.to_owned(), p.to_owned()),
+            None => {
+                let p = read_password(&c)?;
+                (c, p)
+            }
+        }),
+        None => None,
+    };
+    let opts = PullOptions {
+        insecure_skip_tls_verification: !tls_verify,
+        authfile,
+        creds,
+        platform,
+        jobs,
+    };
+    let start = std::time::Instant::now();
+    let bars = (!quiet && std::io::stderr().is_terminal()).then(Bars::new);
+    let result = match &bars {
+        Some(b) => pull(repo, image, name, &opts, b),
+        None => pull(repo, image, name, &opts, &cfs_oci::progress::NoProgress),
+    };
+    if let Some(b) = &bars {
+        b.finish();
+    }
+    let result = result?;
+    if !quiet {
+        let what = if result.artifact { "artifact" } else { "image" };
+        let list = match (&result.list_digest, &result.platform) {
+            (Some(l), Some(p)) => format!(" ({p} from list {})", short_digest(l)),
+            _ => String::new(),
+        };
+        eprintln!(
+            "{what} {}{list}: fetched {} blobs ({}), {} already stored, in {:.2?}; named {}",
+            short_digest(&result.image_id),
+            result.fetched,
+            human_size(result.fetched_bytes),
+            result.reused,
+            start.elapsed(),
+            result.name
+        );
+    }
+    println!("{}", result.image_id);
+    Ok(())
+}
+
+fn images(repo: &Repository, json: bool) -> Result<()> {
+    let mut cache: HashMap<String, StoredImage> = HashMap::new();
+    let mut rows = Vec::new();
+    for (name, cid) in store::names(repo)? {
+        if !cache.contains_key(&cid) {
+            match store::open(repo, &cid) {
+                Ok(img) => {
+                    cache.insert(cid.clone(), img);
+                }
+                Err(e) => {
+                    eprintln!("cfsctl: warning: {name}: {e:#}");
+                    continue;
+                }
+            }
+        }
+        rows.push((name, cid));
+    }
+    let rows: Vec<(String, &StoredImage)> = rows
+        .into_iter()
+        .filter_map(|(n, c)| cache.get(&c).map(|i| (n, i)))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(name, img)| {
+                serde_json::json!({
+                    "name": name,
+                    "id": img.id,
+                    "kind": img.kind,
+                    "created": img.created,
+                    "layers": img.layers.len(),
+                    "size": img.size,
+                    "manifest_digest": img.manifest_digest,
+                    "platform": img.platform,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
+    writeln!(
+        out,
+        "{:width$}  {:12}  {:20}  {:>6}  {:>10}",
+        "NAME", "IMAGE ID", "CREATED", "LAYERS", "SIZE"
+    )?;
+    for (name, img) in rows {
+        let created = img.created.as_deref().unwrap_or("-");
+        let created = created.get(..19).unwrap_or(created).replace('T', " ");
+        let kind = if img.kind == Kind::Artifact {
+            " (artifact)"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "{name:width$}  {:12}  {created:20}  {:>6}  {:>10}{kind}",
+            short_digest(&img.id),
+            img.layers.len(),
+            human_size(img.size)
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs an OCI subcommand.
 pub fn run(repo: &Repository, cmd: OciCommand) -> Result<()> {
     match cmd {
+        OciCommand::Pull {
+            image,
+            name,
+            tls_verify,
+            authfile,
+            creds,
+            platform,
+            jobs,
+            quiet,
+        } => run_pull(
+            repo,
+            &image,
+            name.as_deref(),
+            tls_verify,
+            authfile,
+            creds,
+            platform,
+            jobs,
+            quiet,
+        )?,
+        OciCommand::Images { json } => images(repo, json)?,
+        OciCommand::Inspect {
+            name,
+            config,
+            manifest,
+        } => {
+            let img = open_named(repo, &name)?;
+            let mut out = std::io::stdout().lock();
+            if config {
+                let c = img
+                    .config
+                    .as_deref()
+                    .with_context(|| format!("{name} has no stored config"))?;
+                out.write_all(c)?;
+            } else if manifest {
+                let m = img
+                    .manifest
+                    .as_deref()
+                    .with_context(|| format!("{name}: the manifest is not stored"))?;
+                out.write_all(m)?;
+            } else {
+                let names: Vec<String> = store::names(repo)?
+                    .into_iter()
+                    .filter(|(_, c)| *c == img.content_id)
+                    .map(|(n, _)| n)
+                    .collect();
+                let mut v = serde_json::to_value(&img)?;
+                v["names"] = names.into();
+                if let Some(c) = &img.config {
+                    v["config"] = serde_json::from_slice(c).unwrap_or(serde_json::Value::Null);
+                }
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            }
+            out.flush()?;
+        }
+        OciCommand::Tag { source, name } => {
+            let cid = store::resolve(repo, &source)?;
+            repo.set_stream_ref(&name, &cid)?;
+        }
+        OciCommand::Untag { name } => {
+            match repo.stream_ref(&name)? {
+                Some(cid) if cid.starts_with("oci-config-") || cid.starts_with("oci-manifest-") => {
+                }
+                _ => bail!("no image named {name:?} (see `cfsctl oci images`)"),
+            }
+            repo.remove_stream_ref(&name)?;
+        }
+        OciCommand::Rm { name } => {
+            let cid = store::resolve(repo, &name)?;
+            let mut removed = 0;
+            for (n, c) in store::names(repo)? {
+                if c == cid {
+                    repo.remove_stream_ref(&n)?;
+                    println!("untagged {n}");
+                    removed += 1;
+                }
+            }
+            if removed == 0 {
+                bail!("{name:?} has no names to remove");
+            }
+            eprintln!(
+                "removed {}; run `cfsctl gc` to free its space",
+                short_digest(&cid)
+            );
+        }
+        OciCommand::Cat { name, layer } => {
+            let img = open_named(repo, &name)?;
+            let mut out = std::io::stdout().lock();
+            match (layer, img.kind) {
+                (Some(n), _) => {
+                    if out.is_terminal() {
+                        bail!("refusing to write a layer to a terminal; redirect stdout");
+                    }
+                    store::write_layer(repo, &img, &name, n, &mut out)?;
+                }
+                (None, Kind::Image) => {
+                    let c = img.config.as_deref().context("no stored config")?;
+                    out.write_all(c)?;
+                }
+                (None, Kind::Artifact) => {
+                    if img.layers.len() != 1 {
+                        bail!(
+                            "{name} has {} blobs; choose one with --layer N (0 to {})",
+                            img.layers.len(),
+                            img.layers.len().saturating_sub(1)
+                        );
+                    }
+                    if out.is_terminal() {
+                        bail!("refusing to write a blob to a terminal; redirect stdout");
+                    }
+                    store::write_layer(repo, &img, &name, 0, &mut out)?;
+                }
+            }
+            out.flush()?;
+        }
         OciCommand::ImportLayer => {
             let stdin = std::io::stdin().lock();
             let imported =

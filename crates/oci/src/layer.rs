@@ -1,5 +1,9 @@
 //! Importing one uncompressed tar layer: split it while hashing it, and name the stream by the
 //! layer's diff_id (`oci-layer-sha256:<hex>`).
+//!
+//! [`split_layer`] only writes (objects and an unregistered stream) and reports the diff_id;
+//! the caller decides whether to register it. The pull uses that to register a layer only
+//! after its digests matched; [`import_layer`] registers whatever it was given.
 
 use std::io::Read;
 
@@ -26,11 +30,37 @@ pub struct LayerImport {
     pub size: u64,
 }
 
-/// A reader that hashes what passes through it.
-struct HashingReader<R> {
+/// A reader that hashes (sha256) and counts what passes through it.
+pub struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// The wrapped reader.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// Bytes read so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The sha256 (hex) of everything read, and the count.
+    pub fn finish(self) -> (String, u64) {
+        (hex::encode(self.hasher.finalize()), self.count)
+    }
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -42,23 +72,34 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Splits an uncompressed tar layer into the repository without naming it: the stream object
+/// exists but nothing refers to it until it is registered (gc removes it otherwise).
+///
+/// The whole input is consumed. Bytes after the archive that the splitter did not take (it
+/// takes the end-of-archive padding) would be missing from the stream, so they are an error.
+pub fn split_layer(repo: &Repository, tar: impl Read) -> Result<LayerImport, TarError> {
+    let mut reader = HashingReader::new(tar);
+    let stream = split(repo, &mut reader)?;
+    let taken = reader.count();
+    let rest = std::io::copy(&mut reader, &mut std::io::sink())?;
+    if rest != 0 {
+        return Err(TarError::Read(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{rest} bytes after the end of the tar archive (at byte {taken})"),
+        )));
+    }
+    let (diff_id, size) = reader.finish();
+    Ok(LayerImport {
+        content_id: layer_content_id(&diff_id),
+        diff_id,
+        stream,
+        size,
+    })
+}
+
 /// Splits an uncompressed tar layer into the repository and registers it under its diff_id.
 pub fn import_layer(repo: &Repository, tar: impl Read) -> Result<LayerImport, TarError> {
-    let mut reader = HashingReader {
-        inner: tar,
-        hasher: Sha256::new(),
-        count: 0,
-    };
-    // `split` consumes its input to the end, padding after the end-of-archive marker included,
-    // so the hash covers exactly the bytes the stream re-creates.
-    let stream = split(repo, &mut reader)?;
-    let diff_id = hex::encode(reader.hasher.finalize());
-    let content_id = layer_content_id(&diff_id);
-    repo.register_stream(&content_id, &stream)?;
-    Ok(LayerImport {
-        diff_id,
-        content_id,
-        stream,
-        size: reader.count,
-    })
+    let imported = split_layer(repo, tar)?;
+    repo.register_stream(&imported.content_id, &imported.stream)?;
+    Ok(imported)
 }

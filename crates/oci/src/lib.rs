@@ -1,7 +1,13 @@
 //! OCI ingest for cfs: tar layers split into splitstreams (file contents shared as objects) and
 //! named by their diff_id, and images pulled through skopeo and named by their config digest.
 
+pub mod decompress;
 pub mod layer;
+pub mod manifest;
+pub mod progress;
+pub mod pull;
+pub mod reference;
+pub mod store;
 pub mod tar;
 
 pub use layer::{LayerImport, import_layer, layer_content_id};
