@@ -241,11 +241,13 @@ pub(crate) fn pax_time(value: &[u8]) -> Option<(i64, u32)> {
     let mut nanos: u32 = 0;
     if digits.get(int_len) == Some(&b'.') {
         let frac = &digits[int_len + 1..];
-        let frac_len = frac.iter().take_while(|b| b.is_ascii_digit()).count();
-        for i in 0..9 {
-            let d = if i < frac_len { frac[i] - b'0' } else { 0 };
-            nanos = nanos * 10 + u32::from(d);
+        let digits = frac.iter().take_while(|b| b.is_ascii_digit());
+        let mut n = 0;
+        for &d in digits.take(9) {
+            nanos = nanos * 10 + u32::from(d - b'0');
+            n += 1;
         }
+        nanos *= 10u32.pow(9 - n);
     }
     if neg {
         // -1.25 is 1.25 s before the epoch: seconds -2, nanoseconds 750 000 000.
