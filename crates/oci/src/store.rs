@@ -149,8 +149,16 @@ fn from_manifest_digest(repo: &Repository, hex: &str) -> Result<Option<String>, 
             Ok(exists(repo, &c)?.then_some(c))
         }
         manifest::TopLevel::List(index) => {
-            for d in index.manifests() {
-                if let Ok(h) = sha256_hex(d.digest().as_ref())
+            // The host's platform if it was pulled, else the first pulled entry.
+            let host = manifest::choose_platform(&index, &manifest::Platform::host())
+                .ok()
+                .map(|(d, _)| d.digest().to_string());
+            let entries = host
+                .iter()
+                .cloned()
+                .chain(index.manifests().iter().map(|d| d.digest().to_string()));
+            for d in entries {
+                if let Ok(h) = sha256_hex(&d)
                     && let Some(c) = from_manifest_digest(repo, h)?
                 {
                     return Ok(Some(c));
