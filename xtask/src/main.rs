@@ -10,11 +10,15 @@
 //! - `ci` ([`ci`]): everything CI checks (tools, fmt, clippy, fixtures, tests).
 //! - `fixtures` ([`fixtures`]): build and cache the Debian OCI images used by end-to-end tests
 //!   and benchmarks (see `docs/fixtures.md`).
+//! - `vm-test` ([`vm`]): the fs-verity tests in a QEMU guest with Debian's 6.12 kernel (see
+//!   `docs/vm-test.md`).
 
 mod bench;
 mod ci;
 mod demo;
 mod fixtures;
+mod vm;
+mod vm_guest;
 
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
@@ -41,6 +45,9 @@ enum Command {
     Demo(demo::Args),
     /// Build (or reuse) the Debian OCI image fixtures under target/fixtures.
     Fixtures(fixtures::Args),
+    /// Boot Debian's 6.12 kernel in QEMU and run the fs-verity tests (enforced repository,
+    /// verity=require mounts, tampered objects) inside it.
+    VmTest(vm::Args),
 }
 
 fn main() -> Result<()> {
@@ -49,6 +56,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Fixtures(args) => fixtures::run(args),
+        Command::VmTest(args) => vm::run(args),
     }
 }
 

@@ -4,7 +4,8 @@
 //! 1. The EROFS image is mounted straight from its file (file-backed EROFS, Linux 6.12+): the
 //!    `source` is `/proc/self/fd/N` of the descriptor whose digest was checked, so the kernel
 //!    mounts exactly the file that was verified, not whatever the path names by then.
-//! 2. That mount stays *detached* (never attached anywhere in the mount tree) and becomes the
+//! 2. That mount stays *detached* (never attached anywhere in the mount tree; on kernels before
+//!    6.15 only for the instant overlayfs needs, see [`mount_composefs`]) and becomes the
 //!    lower layer of a read-only overlayfs with `metacopy=on,redirect_dir=on`; the repository's
 //!    `objects/` directory is a data-only lower layer, where the redirect xattrs of the image's
 //!    files find their contents. With `verity=require` (repositories that enforce verity) the
@@ -199,6 +200,69 @@ pub fn attach(mount: BorrowedFd<'_>, mountpoint: &Path) -> Result<(), MountError
     })
 }
 
+/// A directory where a mount is attached for a moment, removed (lazily unmounted, then the
+/// directory deleted) on drop.
+struct TemporaryAttachment {
+    dir: PathBuf,
+    mounted: bool,
+}
+
+impl TemporaryAttachment {
+    fn new(mount: BorrowedFd<'_>) -> Result<Self, MountError> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(".cfs-erofs-{}-{n}", std::process::id()));
+        rustix::fs::mkdir(&dir, Mode::from_raw_mode(0o700)).map_err(|errno| MountError::Open {
+            path: dir.clone(),
+            errno,
+        })?;
+        let mut this = Self {
+            dir,
+            mounted: false,
+        };
+        attach(mount, &this.dir)?;
+        this.mounted = true;
+        Ok(this)
+    }
+}
+
+impl Drop for TemporaryAttachment {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = rustix::mount::unmount(&self.dir, rustix::mount::UnmountFlags::DETACH);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Mounts a composefs image from its (already verified) file over the object directory
+/// `objects`; returns the detached read-only overlay mount.
+///
+/// The EROFS mount stays detached where the kernel allows a detached mount as an overlayfs
+/// layer (Linux 6.15+). Older kernels refuse (`overlayfs: failed to clone lowerpath`, EINVAL),
+/// because overlayfs clones its layers and could only clone mounts of the caller's mount
+/// namespace: there the EROFS mount is attached on a fresh private directory under the
+/// temporary directory just long enough for overlayfs to take its clone, then lazily unmounted
+/// and the directory removed.
+pub fn mount_composefs(
+    image: &File,
+    objects: BorrowedFd<'_>,
+    options: MountOptions,
+) -> Result<OwnedFd, MountError> {
+    let erofs = mount_erofs(image)?;
+    match mount_overlay(erofs.as_fd(), objects, options) {
+        Err(MountError::Mount {
+            errno: Errno::INVAL,
+            step,
+            ..
+        }) if step.contains("creating the filesystem") => {
+            let _attached = TemporaryAttachment::new(erofs.as_fd())?;
+            mount_overlay(erofs.as_fd(), objects, options)
+        }
+        other => other,
+    }
+}
+
 /// Mounts the repository's image `name` (an image ID or image ref) read-only at `mountpoint`.
 ///
 /// The image's own digest is checked first (see [`open_verified_image`]); `verity=require` is
@@ -216,9 +280,8 @@ pub fn mount_image(repo: &Repository, name: &str, mountpoint: &Path) -> Result<(
         path: objects_path,
         errno,
     })?;
-    let erofs = mount_erofs(&image)?;
-    let overlay = mount_overlay(
-        erofs.as_fd(),
+    let overlay = mount_composefs(
+        &image,
         objects.as_fd(),
         MountOptions {
             require_verity: repo.verity() == VerityMode::Enforced,
