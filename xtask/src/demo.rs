@@ -130,7 +130,7 @@ pub fn run(_args: Args) -> Result<()> {
             Command::new("tar")
                 .arg("-xOf")
                 .arg(&tar_path)
-                .arg("./hello.txt"),
+                .arg("hello.txt"),
         )?;
         print!("(from the stored layer) {}", String::from_utf8_lossy(&file));
     }
