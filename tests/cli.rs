@@ -50,7 +50,12 @@ fn import(repo: &Path, tar: &[u8]) -> String {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    child.stdin.take().expect("stdin").write_all(tar).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(tar)
+        .expect("write");
     let out = child.wait_with_output().expect("wait");
     ok(&out).trim().to_owned()
 }
@@ -67,13 +72,20 @@ fn init_requires_verity_or_explicit_insecure() {
         return;
     }
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("fs-verity") && err.contains("--insecure"), "{err}");
+    assert!(
+        err.contains("fs-verity") && err.contains("--insecure"),
+        "{err}"
+    );
     assert!(!repo.join("meta.json").exists());
 
     let stdout = ok(&cfsctl(&repo, &["init", "--insecure", "--hash", "sha512"]));
-    assert!(stdout.contains("sha512") && stdout.contains("insecure"), "{stdout}");
+    assert!(
+        stdout.contains("sha512") && stdout.contains("insecure"),
+        "{stdout}"
+    );
     let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(repo.join("meta.json")).expect("meta")).expect("json");
+        serde_json::from_slice(&std::fs::read(repo.join("meta.json")).expect("meta"))
+            .expect("json");
     assert_eq!(meta["hash"], "sha512");
     assert_eq!(meta["verity"], "insecure");
     for d in ["objects", "streams/refs", "images/refs", "tmp"] {
