@@ -9,5 +9,6 @@ pub mod pull;
 pub mod reference;
 pub mod store;
 pub mod tar;
+pub mod tree;
 
 pub use layer::{LayerImport, import_layer, layer_content_id};
