@@ -421,9 +421,9 @@ mod sha256_ni {
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     #[allow(unused_unsafe)] // intrinsics are safe to call here from Rust 1.87 on (MSRV 1.85)
     unsafe fn digest_blocks<const N: usize>(blocks: [&Block; N]) -> [[u8; 32]; N] {
-        // SAFETY: the caller guarantees the target features the intrinsics need; the only
-        // memory access is `_mm_loadu_si128` on 16 bytes at offset `16 * j` (j < 4) of a
-        // 64-byte array, which is in bounds, and `loadu` has no alignment requirement.
+        // SAFETY: the caller guarantees the target features the intrinsics need. The only
+        // memory accesses are `_mm_loadu_si128` reads of 16 bytes at offset 64 * c + 16 * j
+        // (c < 64, j < 4) of a 4096-byte block, so in bounds; `loadu` needs no alignment.
         unsafe {
             // Byte order within each 32-bit word: SHA-256 reads big-endian words.
             let bswap = _mm_set_epi64x(0x0c0d_0e0f_0809_0a0b, 0x0405_0607_0001_0203);
@@ -444,7 +444,7 @@ mod sha256_ni {
 
             for c in 0..BLOCK_SIZE / 64 {
                 let (abef_in, cdgh_in) = (abef, cdgh);
-                // w[s][i % 4] holds message words 4i..4i+4 of stream s.
+                // Message words of the 64-byte chunk c of each stream, four per vector.
                 let mut w = [[_mm_set_epi64x(0, 0); 4]; N];
                 for s in 0..N {
                     let chunk = blocks[s][c * 64..].as_ptr();
@@ -452,21 +452,42 @@ mod sha256_ni {
                         *wj = _mm_shuffle_epi8(_mm_loadu_si128(chunk.add(16 * j).cast()), bswap);
                     }
                 }
-                for i in 0..16 {
-                    for s in 0..N {
-                        if i >= 4 {
-                            // W[t] = σ1(W[t-2]) + W[t-7] + σ0(W[t-15]) + W[t-16], four at once.
-                            let [w0, w1, w2, w3] =
-                                [i % 4, (i + 1) % 4, (i + 2) % 4, (i + 3) % 4].map(|k| w[s][k]);
-                            let t = _mm_add_epi32(
-                                _mm_sha256msg1_epu32(w0, w1),
-                                _mm_alignr_epi8::<4>(w3, w2),
-                            );
-                            w[s][i % 4] = _mm_sha256msg2_epu32(t, w3);
+                // Four rounds of every stream with message words 4i..4i+4, which live in
+                // w[s][a]; for i ≥ 4 they are first computed from the previous sixteen words
+                // (w[s][a], w[s][b], w[s][c], w[s][d] hold words 4i-16.., 4i-12.., 4i-8..,
+                // 4i-4..): W[t] = σ1(W[t-2]) + W[t-7] + σ0(W[t-15]) + W[t-16], four at once.
+                // Written out rather than looped so that every index is a constant and the
+                // words stay in registers.
+                macro_rules! group {
+                    ($i:literal, $a:literal, $b:literal, $c:literal, $d:literal) => {
+                        for s in 0..N {
+                            if $i >= 4 {
+                                let t = _mm_add_epi32(
+                                    _mm_sha256msg1_epu32(w[s][$a], w[s][$b]),
+                                    _mm_alignr_epi8::<4>(w[s][$d], w[s][$c]),
+                                );
+                                w[s][$a] = _mm_sha256msg2_epu32(t, w[s][$d]);
+                            }
+                            rounds4!(s, _mm_add_epi32(w[s][$a], words(&K, 4 * $i)));
                         }
-                        rounds4!(s, _mm_add_epi32(w[s][i % 4], words(&K, 4 * i)));
-                    }
+                    };
                 }
+                group!(0, 0, 1, 2, 3);
+                group!(1, 1, 2, 3, 0);
+                group!(2, 2, 3, 0, 1);
+                group!(3, 3, 0, 1, 2);
+                group!(4, 0, 1, 2, 3);
+                group!(5, 1, 2, 3, 0);
+                group!(6, 2, 3, 0, 1);
+                group!(7, 3, 0, 1, 2);
+                group!(8, 0, 1, 2, 3);
+                group!(9, 1, 2, 3, 0);
+                group!(10, 2, 3, 0, 1);
+                group!(11, 3, 0, 1, 2);
+                group!(12, 0, 1, 2, 3);
+                group!(13, 1, 2, 3, 0);
+                group!(14, 2, 3, 0, 1);
+                group!(15, 3, 0, 1, 2);
                 for s in 0..N {
                     abef[s] = _mm_add_epi32(abef[s], abef_in[s]);
                     cdgh[s] = _mm_add_epi32(cdgh[s], cdgh_in[s]);
