@@ -101,6 +101,48 @@ pub enum OciCommand {
         /// The layer's diff_id (`sha256:<hex>` or hex) or its content id.
         diff_id: String,
     },
+    /// Print the composefs image ID of an image's merged layers, storing nothing.
+    ComputeId {
+        /// Name or image ID (`sha256:<config digest>`).
+        name: String,
+    },
+    /// Store the composefs image of an image's merged layers and name it with the image ref
+    /// `oci/NAME` (so gc keeps it); prints the image ID.
+    CreateImage {
+        /// Name or image ID (`sha256:<config digest>`).
+        name: String,
+    },
+    /// Mount an image's merged layers read-only (needs root), creating its composefs image
+    /// first if needed.
+    Mount {
+        /// Name or image ID (`sha256:<config digest>`).
+        name: String,
+        /// An existing directory.
+        mountpoint: PathBuf,
+    },
+    /// Print the dumpfile (composefs-dump(5)) of an image's merged layers.
+    Dump {
+        /// Name or image ID (`sha256:<config digest>`).
+        name: String,
+    },
+}
+
+/// The image ref `oci create-image NAME` and `oci mount NAME` set: `oci/NAME`.
+pub fn image_ref_name(name: &str) -> String {
+    format!("oci/{name}")
+}
+
+/// Merges the image's layers into a tree.
+fn tree(repo: &Repository, name: &str) -> Result<cfs_image::FileSystem> {
+    cfs_oci::tree::image_tree(repo, name).with_context(|| format!("building the tree of {name}"))
+}
+
+/// Stores the composefs image of `name`'s layers and sets the image ref `oci/NAME`.
+fn create_image(repo: &Repository, name: &str) -> Result<cfs_repository::ObjectId> {
+    let fs = tree(repo, name)?;
+    let id = cfs_image::repo::store_image(repo, &fs, cfs_image::FormatOptions::default())?;
+    repo.set_image_ref(&image_ref_name(name), &id)?;
+    Ok(id)
 }
 
 /// Accepts `sha256:<hex>`, `<hex>` or `oci-layer-sha256:<hex>`.
@@ -516,6 +558,29 @@ pub fn run(repo: &Repository, cmd: OciCommand) -> Result<()> {
             let reader = repo.open_stream(&cid)?;
             reader.write_to(repo, &mut out)?;
             std::io::Write::flush(&mut out)?;
+        }
+        OciCommand::ComputeId { name } => {
+            let fs = tree(repo, &name)?;
+            let id = cfs_image::repo::image_id(
+                &fs,
+                repo.algorithm(),
+                cfs_image::FormatOptions::default(),
+            )?;
+            println!("{id}");
+        }
+        OciCommand::CreateImage { name } => println!("{}", create_image(repo, &name)?),
+        OciCommand::Mount { name, mountpoint } => {
+            if !rustix::process::geteuid().is_root() {
+                bail!("mounting needs root (CAP_SYS_ADMIN)");
+            }
+            let id = create_image(repo, &name)?;
+            crate::mount::run(repo, &id.to_hex(), &mountpoint)?;
+        }
+        OciCommand::Dump { name } => {
+            let fs = tree(repo, &name)?;
+            let mut out = std::io::stdout().lock();
+            cfs_image::dumpfile::write(&fs, &mut out)?;
+            out.flush()?;
         }
     }
     Ok(())
