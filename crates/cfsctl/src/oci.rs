@@ -1,5 +1,5 @@
-//! `cfsctl oci ...`: OCI images and layers: pull, list, inspect, name and remove images, and
-//! write layers back out.
+//! `cfsctl oci ...`: OCI images and layers: pull, list, inspect, name and remove images, build
+//! and mount the composefs image of their merged layers, and write layers back out.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
