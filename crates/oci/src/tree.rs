@@ -30,8 +30,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use cfs_image::tree::{
-    Directory, ExternalFile, FileSystem, Inode, Leaf, LeafContent, Mtime, RegularFile, Stat,
-    TreeError, Xattrs, validate_name,
+    Directory, ExternalFile, FileSystem, Inode, Leaf, LeafContent, MAX_DEPTH, Mtime, RegularFile,
+    Stat, TreeError, Xattrs, validate_name,
 };
 use cfs_repository::Repository;
 use cfs_repository::splitstream::INLINE_MAX;
@@ -181,7 +181,8 @@ pub fn config_tree(repo: &Repository, config_cid: &str) -> Result<FileSystem, Im
     Ok(fs)
 }
 
-/// The normalised components of a tar path: no empty, `.` components; `..` refused.
+/// The normalised components of a tar path: no empty, `.` components; `..` refused; more than
+/// [`MAX_DEPTH`] components refused (the tree's walks, writer and drop recurse per level).
 fn components(path: &[u8]) -> Result<Vec<&[u8]>, String> {
     let mut out = Vec::new();
     for c in path.split(|&b| b == b'/') {
@@ -189,6 +190,11 @@ fn components(path: &[u8]) -> Result<Vec<&[u8]>, String> {
             b"" | b"." => {}
             b".." => return Err("the path has a '..' component (refused)".to_owned()),
             _ => out.push(c),
+        }
+        if out.len() > MAX_DEPTH {
+            return Err(format!(
+                "the path is nested deeper than {MAX_DEPTH} directories (refused)"
+            ));
         }
     }
     Ok(out)
