@@ -376,3 +376,167 @@ fn truncated_archives_are_refused_at_every_cut() {
     assert!(refused > 10);
     fsck_ok(&repo);
 }
+
+/// Merges a one-layer archive into an empty tree (as an image build does).
+fn merge(repo: &Repository, archive: &[u8]) -> Result<cfs_image::tree::FileSystem, String> {
+    let entries = accept(repo, archive);
+    let mut fs = cfs_oci::tree::empty_tree();
+    cfs_oci::tree::merge_layer(repo, &mut fs, &entries).map_err(|e| e.to_string())?;
+    Ok(fs)
+}
+
+/// A tree that merged must also make a valid image whose dumpfile round-trips.
+fn image_round_trip(fs: &cfs_image::tree::FileSystem) {
+    let image = cfs_image::erofs::write(fs, cfs_image::FormatOptions::default()).expect("image");
+    let back = cfs_image::erofs::read(&image).expect("read back");
+    let dump = cfs_image::dumpfile::to_vec(&back);
+    let again = cfs_image::dumpfile::parse(&dump).expect("dump parses");
+    assert!(again == back, "dumpfile round trip");
+}
+
+fn names(fs: &cfs_image::tree::FileSystem) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    fs.walk(|p, _| v.push(p.to_vec()));
+    v
+}
+
+#[test]
+fn hostile_paths_in_the_layer_tree() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = new_repo(tmp.path());
+    let one = |entries: Vec<Vec<u8>>| [entries.concat(), end()].concat();
+
+    // `..` anywhere: refused, naming the entry.
+    for p in [&b"../escape"[..], b"a/../../b", b"a/..", b"./../x"] {
+        let e = merge(&repo, &one(vec![file(p, b"x")])).expect_err("`..` must be refused");
+        assert!(e.contains(".."), "{e}");
+    }
+    // Absolute paths are taken relative to the image root.
+    let fs = merge(&repo, &one(vec![file(b"/etc/passwd", b"x"), file(b"//etc//group", b"y")]))
+        .expect("absolute paths");
+    let n = names(&fs);
+    assert!(n.iter().any(|p| p.ends_with(b"etc/passwd")), "{n:?}");
+    assert!(n.iter().any(|p| p.ends_with(b"etc/group")), "{n:?}");
+    image_round_trip(&fs);
+
+    // A path through a symlink of an earlier entry never follows the link.
+    for target in [&b"/etc"[..], b"../../..", b"."] {
+        match merge(
+            &repo,
+            &one(vec![
+                header(b"link", b'2', 0, target).to_vec(),
+                file(b"link/shadow", b"through the symlink"),
+            ]),
+        ) {
+            Ok(fs) => {
+                // The link was replaced by a directory holding the file, inside the root.
+                let n = names(&fs);
+                assert!(n.iter().any(|p| p.ends_with(b"link/shadow")), "{n:?}");
+                assert!(!n.iter().any(|p| p.ends_with(b"etc/shadow")), "{n:?}");
+                image_round_trip(&fs);
+            }
+            Err(e) => assert!(e.contains("link"), "{e}"),
+        }
+    }
+
+    // Hardlinks to a missing entry, a later one, a directory, themselves: refused.
+    for (name, archive) in [
+        ("missing", one(vec![header(b"hl", b'1', 0, b"nowhere").to_vec()])),
+        (
+            "later",
+            one(vec![header(b"hl", b'1', 0, b"later").to_vec(), file(b"later", b"l")]),
+        ),
+        (
+            "directory",
+            one(vec![
+                header(b"dir/", b'5', 0, b"").to_vec(),
+                header(b"hl", b'1', 0, b"dir").to_vec(),
+            ]),
+        ),
+        ("self", one(vec![header(b"hl", b'1', 0, b"hl").to_vec()])),
+        (
+            "escape",
+            one(vec![header(b"hl", b'1', 0, b"../../etc/passwd").to_vec()]),
+        ),
+    ] {
+        let e = merge(&repo, &archive).expect_err(name);
+        assert!(e.contains("hl"), "{name}: {e}");
+    }
+
+    // Duplicates: the later entry wins.
+    let fs = merge(
+        &repo,
+        &one(vec![file(b"dup", &[1u8; 100]), file(b"dup", &[2u8; 100])]),
+    )
+    .expect("duplicates");
+    let mut found = None;
+    fs.walk(|p, inode| {
+        if p.ends_with(b"dup") {
+            found = Some(format!("{inode:?}"));
+        }
+    });
+    let second = cfs_repository::FsVerityHasher::digest(HashAlgorithm::Sha256, &[2u8; 100]);
+    assert!(
+        found.as_deref().is_some_and(|s| s.contains(&second.to_hex())),
+        "the later duplicate must win: {found:?}"
+    );
+
+    // Newline, non-UTF-8, NUL-cut names: kept as bytes, escaped in dumpfiles.
+    let fs = merge(
+        &repo,
+        &one(vec![
+            file(b"new\nline", b"n"),
+            file(b"\xff\xfe", b"u"),
+            pax(&[("path", b"nul\0after")]),
+            file(b"x", b"p"),
+        ]),
+    )
+    .expect("odd names");
+    let n = names(&fs);
+    for want in [&b"new\nline"[..], b"\xff\xfe", b"nul"] {
+        assert!(n.iter().any(|p| p.ends_with(want)), "{want:?} in {n:?}");
+    }
+    image_round_trip(&fs);
+}
+
+#[test]
+fn a_100k_deep_path_is_refused_or_bounded() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = new_repo(tmp.path());
+    let deep: Vec<u8> = b"a/".repeat(100_000).into_iter().chain(*b"leaf").collect();
+    let archive = [pax(&[("path", &deep)]), file(b"x", b"deep"), end()].concat();
+    // Run on a thread with a normal 2 MiB stack: recursion must not depend on the depth.
+    let repo_path = repo.path().to_owned();
+    let result = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let repo = Repository::open(&repo_path).expect("open");
+            merge(&repo, &archive).map(|fs| {
+                cfs_image::erofs::write(&fs, cfs_image::FormatOptions::default())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .expect("spawn")
+        .join()
+        .expect("no stack overflow or panic");
+    match result {
+        Err(e) | Ok(Err(e)) => assert!(e.contains("deep") || e.contains("depth"), "{e}"),
+        Ok(Ok(())) => panic!("a 100k-deep tree must be refused"),
+    }
+
+    // Just under the limit works, on the same small stack, through image and drop.
+    let ok_deep: Vec<u8> = b"a/".repeat(2000).into_iter().chain(*b"leaf").collect();
+    let archive = [pax(&[("path", &ok_deep)]), file(b"x", b"deep"), end()].concat();
+    let repo_path = repo.path().to_owned();
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let repo = Repository::open(&repo_path).expect("open");
+            let fs = merge(&repo, &archive).expect("2000 levels merge");
+            image_round_trip(&fs);
+        })
+        .expect("spawn")
+        .join()
+        .expect("2000 levels: no stack overflow");
+}
