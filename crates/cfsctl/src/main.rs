@@ -43,6 +43,11 @@ enum Command {
         /// Print a JSON report.
         #[arg(long)]
         json: bool,
+        /// Remove corrupt objects and every stream and image that needs a missing or corrupt
+        /// object, so that the next pull of the image fetches and restores them; lists the
+        /// names to re-pull.
+        #[arg(long)]
+        repair: bool,
     },
     /// Remove objects, streams and images that no ref reaches.
     Gc {
@@ -155,7 +160,40 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
                 repo.verity()
             );
         }
-        Command::Fsck { json } => {
+        Command::Fsck { json, repair: true } => {
+            let repo = open(cli.repo)?;
+            let r = repo.repair(Some(&cfs_image::repo::ErofsImageObjects), 0)?;
+            if json {
+                let mut v = serde_json::to_value(&r)?;
+                v["before"]["ok"] = r.before.ok().into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for p in &r.before.problems {
+                    println!("{}: {}: {}", p.path, p.kind, p.message);
+                }
+                for o in &r.objects {
+                    println!("removed corrupt object {o}");
+                }
+                for s in &r.streams {
+                    println!("removed stream {s}");
+                }
+                for i in &r.images {
+                    println!("removed image {i}");
+                }
+                for n in &r.refs {
+                    println!("needs a re-pull: {n}");
+                }
+                println!(
+                    "repaired: {} problems found; removed {} objects, {} streams, {} images; {} refs to re-pull",
+                    r.before.problems.len(),
+                    r.objects.len(),
+                    r.streams.len(),
+                    r.images.len(),
+                    r.refs.len()
+                );
+            }
+        }
+        Command::Fsck { json, repair: false } => {
             let repo = open(cli.repo)?;
             let report = repo.fsck(Some(&cfs_image::repo::ErofsImageObjects), 0)?;
             if json {

@@ -10,6 +10,7 @@ pub mod fsck;
 pub mod fsverity;
 pub mod gc;
 pub mod names;
+pub mod repair;
 pub mod repository;
 pub mod splitstream;
 
@@ -18,5 +19,6 @@ pub use error::{Error, Result};
 pub use fsck::{FsckReport, Problem};
 pub use fsverity::FsVerityHasher;
 pub use gc::{GcReport, ImageObjects};
+pub use repair::RepairReport;
 pub use repository::{InitVerity, Meta, ObjectWriter, RefEntry, Repository, VerityMode};
 pub use splitstream::{Chunk, SplitStreamHeader, SplitStreamReader, SplitStreamWriter, StreamRef};
