@@ -74,8 +74,12 @@ fn end() -> Vec<u8> {
 }
 
 fn new_repo(dir: &Path) -> Repository {
-    Repository::init(&dir.join("repo"), HashAlgorithm::Sha256, InitVerity::Insecure)
-        .expect("init")
+    Repository::init(
+        &dir.join("repo"),
+        HashAlgorithm::Sha256,
+        InitVerity::Insecure,
+    )
+    .expect("init")
 }
 
 /// Splits and registers `archive`, checks it re-creates byte for byte, returns its entries.
@@ -113,7 +117,10 @@ fn fsck_ok(repo: &Repository) {
 
 fn no_streams(repo: &Repository) {
     let streams = repo.list_streams().expect("list streams");
-    assert!(streams.is_empty(), "a refused archive left streams: {streams:?}");
+    assert!(
+        streams.is_empty(),
+        "a refused archive left streams: {streams:?}"
+    );
 }
 
 #[test]
@@ -171,7 +178,12 @@ fn hostile_paths_are_stored_exactly_as_written() {
     ];
     assert_eq!(paths.len(), expected.len());
     for (got, want) in paths.iter().zip(&expected) {
-        assert!(got == want, "path {:?} read back as {:?}", lossy(want), lossy(got));
+        assert!(
+            got == want,
+            "path {:?} read back as {:?}",
+            lossy(want),
+            lossy(got)
+        );
     }
     // Duplicates keep both contents in archive order (the tree builder lets the later win).
     let dup: Vec<_> = entries.iter().filter(|e| e.path == b"dup").collect();
@@ -412,8 +424,14 @@ fn hostile_paths_in_the_layer_tree() {
         assert!(e.contains(".."), "{e}");
     }
     // Absolute paths are taken relative to the image root.
-    let fs = merge(&repo, &one(vec![file(b"/etc/passwd", b"x"), file(b"//etc//group", b"y")]))
-        .expect("absolute paths");
+    let fs = merge(
+        &repo,
+        &one(vec![
+            file(b"/etc/passwd", b"x"),
+            file(b"//etc//group", b"y"),
+        ]),
+    )
+    .expect("absolute paths");
     let n = names(&fs);
     assert!(n.iter().any(|p| p.ends_with(b"etc/passwd")), "{n:?}");
     assert!(n.iter().any(|p| p.ends_with(b"etc/group")), "{n:?}");
@@ -441,10 +459,16 @@ fn hostile_paths_in_the_layer_tree() {
 
     // Hardlinks to a missing entry, a later one, a directory, themselves: refused.
     for (name, archive) in [
-        ("missing", one(vec![header(b"hl", b'1', 0, b"nowhere").to_vec()])),
+        (
+            "missing",
+            one(vec![header(b"hl", b'1', 0, b"nowhere").to_vec()]),
+        ),
         (
             "later",
-            one(vec![header(b"hl", b'1', 0, b"later").to_vec(), file(b"later", b"l")]),
+            one(vec![
+                header(b"hl", b'1', 0, b"later").to_vec(),
+                file(b"later", b"l"),
+            ]),
         ),
         (
             "directory",
@@ -477,7 +501,9 @@ fn hostile_paths_in_the_layer_tree() {
     });
     let second = cfs_repository::FsVerityHasher::digest(HashAlgorithm::Sha256, &[2u8; 100]);
     assert!(
-        found.as_deref().is_some_and(|s| s.contains(&second.to_hex())),
+        found
+            .as_deref()
+            .is_some_and(|s| s.contains(&second.to_hex())),
         "the later duplicate must win: {found:?}"
     );
 

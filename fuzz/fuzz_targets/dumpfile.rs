@@ -20,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
         // The image adds the 256 whiteouts at the root and rewrites overlay xattrs, so compare
         // through a second write: the same tree must give the same bytes.
         let image2 = erofs::write(&back, FormatOptions::default()).expect("re-write");
-        assert!(image2 == image, "write(read(write(fs))) differs from write(fs)");
+        assert!(
+            image2 == image,
+            "write(read(write(fs))) differs from write(fs)"
+        );
     }
 });
