@@ -10,11 +10,14 @@ use cfs_oci::tar;
 use cfs_repository::{HashAlgorithm, InitVerity, Repository};
 use libfuzzer_sys::fuzz_target;
 
-/// One insecure repository for the whole run, on tmpfs when there is one.
+/// One insecure repository for the whole run: under `$CFS_FUZZ_TMP` (set by `cargo xtask
+/// fuzz`, which removes it afterwards), else on tmpfs when there is one.
 fn repo() -> &'static Repository {
     static REPO: OnceLock<Repository> = OnceLock::new();
     REPO.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
+        let base = if let Some(dir) = std::env::var_os("CFS_FUZZ_TMP") {
+            std::path::PathBuf::from(dir)
+        } else if std::path::Path::new("/dev/shm").is_dir() {
             std::path::PathBuf::from("/dev/shm")
         } else {
             std::env::temp_dir()

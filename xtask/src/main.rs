@@ -7,16 +7,20 @@
 //! Commands:
 //! - `demo` ([`demo`]): the main job on built-in sample data (README's first command).
 //! - `bench` ([`bench`]): the end-to-end pull benchmark, written to docs/performance.md.
+//! - `chaos` ([`chaos`]): SIGKILL pulls at random points, 100 times; fsck and re-pull each time.
 //! - `ci` ([`ci`]): everything CI checks (tools, fmt, clippy, fixtures, tests).
 //! - `fixtures` ([`fixtures`]): build and cache the Debian OCI images used by end-to-end tests
 //!   and benchmarks (see `docs/fixtures.md`).
+//! - `fuzz` ([`fuzz`]): build and run the libFuzzer targets in `fuzz/` (`--smoke` for CI).
 //! - `vm-test` ([`vm`]): the fs-verity tests in a QEMU guest with Debian's 6.12 kernel (see
 //!   `docs/vm-test.md`).
 
 mod bench;
+mod chaos;
 mod ci;
 mod demo;
 mod fixtures;
+mod fuzz;
 mod vm;
 mod vm_guest;
 
@@ -37,6 +41,8 @@ struct Cli {
 /// The xtask subcommands.
 #[derive(Subcommand)]
 enum Command {
+    /// SIGKILL `cfsctl oci pull` at random points (100 times): fsck and re-pull after each.
+    Chaos(chaos::Args),
     /// Run every check CI runs (installs the test tools with apt-get if missing).
     Ci(ci::Args),
     /// Benchmark pulls against their bounds and peers; writes docs/performance.md.
@@ -45,6 +51,8 @@ enum Command {
     Demo(demo::Args),
     /// Build (or reuse) the Debian OCI image fixtures under target/fixtures.
     Fixtures(fixtures::Args),
+    /// Build and run the fuzz targets in fuzz/ (stable toolchain; `--smoke`: 20 s each).
+    Fuzz(fuzz::Args),
     /// Boot Debian's 6.12 kernel in QEMU and run the fs-verity tests (enforced repository,
     /// verity=require mounts, tampered objects) inside it.
     VmTest(vm::Args),
@@ -52,10 +60,12 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Chaos(args) => chaos::run(args),
         Command::Ci(args) => ci::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Fixtures(args) => fixtures::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::VmTest(args) => vm::run(args),
     }
 }
