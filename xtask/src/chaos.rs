@@ -22,7 +22,12 @@ pub fn run(args: Args) -> Result<()> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(crate::project_root())
         .args(["test", "-p", "cfsctl", "--test", "faults_chaos", "--"])
-        .args(["--ignored", "--exact", "chaos_many_random_kills", "--nocapture"])
+        .args([
+            "--ignored",
+            "--exact",
+            "chaos_many_random_kills",
+            "--nocapture",
+        ])
         .env("CFS_CHAOS_ROUNDS", args.rounds.to_string());
     if let Some(seed) = args.seed {
         cmd.env("CFS_CHAOS_SEED", seed.to_string());

@@ -44,7 +44,10 @@ pub fn run(args: Args) -> Result<()> {
     };
     for t in &targets {
         if !TARGETS.contains(&t.as_str()) {
-            bail!("unknown fuzz target {t}; the targets are {}", TARGETS.join(", "));
+            bail!(
+                "unknown fuzz target {t}; the targets are {}",
+                TARGETS.join(", ")
+            );
         }
     }
     let build_dir = target_dir().join("fuzz-build");
