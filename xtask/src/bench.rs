@@ -241,7 +241,12 @@ pub fn run(args: Args) -> Result<()> {
         "-p",
         "cfsctl",
     ]))?;
-    let bin = root.join("target/release/cfsctl");
+    // The binary `cargo build` just made: $CARGO_TARGET_DIR (relative to the workspace) if
+    // set, else <workspace>/target.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| root.join(d))
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target_dir.join("release/cfsctl");
     let fixtures: Value = serde_json::from_slice(
         &fs::read(root.join("target/fixtures/fixtures.json")).context("reading fixtures.json")?,
     )?;
