@@ -5,12 +5,12 @@
 //! the caller decides whether to register it. The pull uses that to register a layer only
 //! after its digests matched; [`import_layer`] registers whatever it was given.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 
-use cfs_repository::{ObjectId, Repository};
+use cfs_repository::{ObjectId, ObjectPool, Repository};
 use sha2::{Digest, Sha256};
 
-use crate::tar::{TarError, split};
+use crate::tar::{TarError, split, split_with_pool};
 
 /// The content id of a layer stream, from its diff_id hex.
 pub fn layer_content_id(diff_id_hex: &str) -> String {
@@ -70,6 +70,92 @@ impl<R: Read> Read for HashingReader<R> {
         self.count += n as u64;
         Ok(n)
     }
+}
+
+/// A buffered reader that hashes (sha256) and counts what passes through it. Bytes are hashed
+/// when the inner reader first exposes them (`fill_buf`), each exactly once, so after the
+/// input has been read to its end the digest covers exactly the whole input.
+pub struct HashingBufReader<R> {
+    inner: R,
+    hasher: Sha256,
+    /// Bytes at the front of the inner buffer that are already hashed.
+    hashed: usize,
+    count: u64,
+}
+
+impl<R: BufRead> HashingBufReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            hashed: 0,
+            count: 0,
+        }
+    }
+
+    /// Bytes consumed so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The sha256 (hex) of everything exposed, and the bytes consumed.
+    pub fn finish(self) -> (String, u64) {
+        (hex::encode(self.hasher.finalize()), self.count)
+    }
+}
+
+impl<R: BufRead> BufRead for HashingBufReader<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        let buf = self.inner.fill_buf()?;
+        if buf.len() > self.hashed {
+            self.hasher.update(&buf[self.hashed..]);
+            self.hashed = buf.len();
+        }
+        Ok(buf)
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.hashed = self.hashed.saturating_sub(amt);
+        self.count += amt as u64;
+        self.inner.consume(amt);
+    }
+}
+
+impl<R: BufRead> Read for HashingBufReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let buf = self.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+/// [`split_layer`] with the objects stored by `pool`'s workers (the parsing thread only moves
+/// bytes and hashes the diff_id).
+pub fn split_layer_with_pool(
+    repo: &Repository,
+    tar: impl BufRead,
+    pool: &ObjectPool,
+) -> Result<LayerImport, TarError> {
+    let mut reader = HashingBufReader::new(tar);
+    let stream = split_with_pool(repo, &mut reader, pool)?;
+    let taken = reader.count();
+    let rest = std::io::copy(&mut reader, &mut std::io::sink())?;
+    if rest != 0 {
+        return Err(TarError::Read(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{rest} bytes after the end of the tar archive (at byte {taken})"),
+        )));
+    }
+    let (diff_id, size) = reader.finish();
+    Ok(LayerImport {
+        content_id: layer_content_id(&diff_id),
+        diff_id,
+        stream,
+        size,
+    })
 }
 
 /// Splits an uncompressed tar layer into the repository without naming it: the stream object

@@ -10,11 +10,13 @@
 //!    `GetFullConfig`, which re-serialises it) and check its sha256.
 //! 4. Every missing layer is requested at once (`GetBlob`), then processed largest first, as
 //!    many at a time as there are cores: an async pump moves the blob's bytes through a
-//!    bounded channel to a thread that hashes them (== layer digest), decompresses, hashes
-//!    again (== diff_id) and splits the tar into objects. The layer's stream is registered
-//!    only when both digests matched.
+//!    bounded channel to a thread that hashes them (== layer digest) and decompresses into a
+//!    second bounded channel; the layer's parsing thread hashes the uncompressed bytes
+//!    (== diff_id) and splits the tar, handing every object to a pool of workers (one per
+//!    core) that hash and write them.
 //! 5. The config stream (raw config JSON, named refs to every layer stream, the manifest and
-//!    the list) is written and registered, and the name is pointed at it.
+//!    the list) is written; then every stream of the pull is registered after one `syncfs`
+//!    (layer streams only if both their digests matched), and the name is pointed at it.
 //!
 //! Why every `GetBlob` is issued before the first `FinishPipe`: skopeo handles requests one at
 //! a time and `FinishPipe` blocks until its blob has been read to the end, so a `GetBlob`
@@ -22,12 +24,12 @@
 //! being read, so it always completes.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
 use std::thread::Scope;
 
-use cfs_repository::{ObjectId, Repository};
+use cfs_repository::{ObjectId, ObjectPool, Repository};
 use containers_image_proxy::{ImageProxy, ImageProxyConfig, OpenedImage};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -37,7 +39,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::decompress::Decompressor;
-use crate::layer::{HashingReader, layer_content_id, split_layer};
+use crate::layer::{HashingReader, layer_content_id, split_layer_with_pool};
 use crate::manifest::{
     self, ManifestError, Platform, TopLevel, is_container_image, layer_compression, parse_config,
     parse_manifest, parse_top_level, sha256_hex,
@@ -72,6 +74,10 @@ const MAX_CONFIG: u64 = 64 * 1024 * 1024;
 const CHANNEL_DEPTH: usize = 16;
 /// Largest chunk the pump reads at once.
 const CHUNK: usize = 256 * 1024;
+/// Size of the decompressed chunks passed from a layer's decompressing thread to its parser.
+const TAR_CHUNK: usize = 256 * 1024;
+/// Decompressed chunks in flight between them.
+const TAR_CHUNK_DEPTH: usize = 8;
 
 /// How to pull.
 #[derive(Debug, Clone, Default)]
@@ -612,10 +618,20 @@ pub fn pull(
             what: "starting the async runtime",
             source,
         })?;
-    let result = std::thread::scope(|scope| {
-        rt.block_on(cold_pull(
-            scope, &ctx, &skopeo, &iref, &name, instance, list, jobs,
-        ))
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let result = std::thread::scope(|pool_scope| {
+        // Object hashing and file creation, for every layer, on one pool sized to the cores;
+        // its workers stop when `pool` is dropped, and `pool_scope` waits for them.
+        let pool = ObjectPool::new(pool_scope, repo, workers);
+        let result = std::thread::scope(|scope| {
+            rt.block_on(cold_pull(
+                scope, &ctx, &pool, &skopeo, &iref, &name, instance, list, jobs,
+            ))
+        });
+        drop(pool);
+        result
     });
     // Blocked proxy requests (after an error) must not keep us waiting.
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
@@ -810,9 +826,11 @@ struct Job {
     diff_id: Option<String>,
 }
 
-/// A blob stored and registered.
+/// A blob stored and verified (registered by the caller).
 #[derive(Debug)]
 struct Done {
+    /// The job's index.
+    index: usize,
     content_id: String,
     stream: ObjectId,
 }
@@ -821,6 +839,7 @@ struct Done {
 async fn cold_pull<'scope, 'env>(
     scope: &'scope Scope<'scope, 'env>,
     ctx: &'env Ctx<'env>,
+    pool: &'env ObjectPool,
     skopeo: &Skopeo,
     iref: &ImageRef,
     name: &str,
@@ -1010,15 +1029,39 @@ async fn cold_pull<'scope, 'env>(
     let fetched = jobs_list.len();
     let fetched_bytes = jobs_list.iter().map(|j| j.size).sum();
 
-    let done = fetch_blobs(scope, ctx, &proxy, &oimg, jobs_list, jobs).await?;
+    let done = match fetch_blobs(scope, ctx, pool, &proxy, &oimg, jobs_list, jobs).await {
+        Ok(done) => done,
+        Err((e, verified)) => {
+            // Layers that passed both checks are correct: keep them for the next pull (one
+            // syncfs, then their names).
+            let pairs: Vec<(&str, ObjectId)> = verified
+                .iter()
+                .map(|d| (d.content_id.as_str(), d.stream))
+                .collect();
+            if !pairs.is_empty() {
+                repo.register_streams(&pairs).map_err(ctx.repo_err())?;
+            }
+            return Err(e);
+        }
+    };
     let _ = proxy.close_image(&oimg).await;
-    proxy
-        .finalize()
-        .await
-        .map_err(ctx.proxy_err("shutting down the skopeo proxy"))?;
+    if let Err(e) = proxy.finalize().await {
+        let pairs: Vec<(&str, ObjectId)> = done
+            .iter()
+            .map(|d| (d.content_id.as_str(), d.stream))
+            .collect();
+        if !pairs.is_empty() {
+            repo.register_streams(&pairs).map_err(ctx.repo_err())?;
+        }
+        return Err(ctx.proxy_err("shutting down the skopeo proxy")(e));
+    }
 
-    // Everything verified and registered: write the top-level streams.
-    let mut reg = Vec::new();
+    // Everything verified: write the top-level streams, then register them together with
+    // the blobs' streams (one syncfs for the whole pull, then the names).
+    let mut reg: Vec<(String, ObjectId)> = done
+        .iter()
+        .map(|d| (d.content_id.clone(), d.stream))
+        .collect();
     let manifest_cid = manifest_content_id(&instance.hex);
     let manifest_media_type = media_type_of(&m);
     let list_obj = match &list {
@@ -1294,8 +1337,105 @@ async fn pump<R: AsyncRead + Unpin>(
     reader
 }
 
-/// The worker: verify and store one blob from the channel. Runs on its own thread.
-fn process(ctx: &Ctx<'_>, job: &Job, rx: mpsc::Receiver<Msg>) -> Result<Done, PullError> {
+/// The parser's end of a layer's decompressed bytes: chunks from the decompressing thread,
+/// read in place (no copy into another buffer); used chunks go back to be refilled.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    recycle: std::sync::mpsc::Sender<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos == self.chunk.len() && !self.done {
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    let used = std::mem::replace(&mut self.chunk, next);
+                    self.pos = 0;
+                    // The decompressor may have finished; then the chunk is simply dropped.
+                    let _ = self.recycle.send(used);
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => self.done = true,
+            }
+        }
+        Ok(&self.chunk[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.chunk.len());
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let buf = self.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+/// The decompressing thread of a layer: sniffs and decompresses `comp` into chunks for the
+/// parser until the end, an error (sent on as the last message) or the parser hanging up.
+fn decompress_into(
+    comp: &mut HashingReader<ChannelReader>,
+    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+    recycle: std::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    let mut dec = match Decompressor::new(comp) {
+        Ok((d, _kind)) => d,
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            return;
+        }
+    };
+    loop {
+        let mut chunk = recycle.try_recv().unwrap_or_default();
+        chunk.resize(TAR_CHUNK, 0);
+        // Fill the chunk: fewer, larger messages.
+        let mut n = 0;
+        let mut failure = None;
+        while n < chunk.len() {
+            match dec.read(&mut chunk[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        chunk.truncate(n);
+        if n > 0 && tx.send(Ok(chunk)).is_err() {
+            return;
+        }
+        if let Some(e) = failure {
+            let _ = tx.send(Err(e));
+            return;
+        }
+        if n < TAR_CHUNK {
+            return;
+        }
+    }
+}
+
+/// The worker: verify and store one blob from the channel. Runs on its own thread; a layer
+/// gets a second thread that decompresses, while this one hashes the uncompressed bytes and
+/// parses the tar, and `pool` stores the objects.
+fn process(
+    ctx: &Ctx<'_>,
+    pool: &ObjectPool,
+    job: &Job,
+    rx: mpsc::Receiver<Msg>,
+) -> Result<Done, PullError> {
     let repo = ctx.repo;
     let image = &ctx.image;
     let mut comp = HashingReader::new(ChannelReader::new(rx));
@@ -1306,9 +1446,30 @@ fn process(ctx: &Ctx<'_>, job: &Job, rx: mpsc::Receiver<Msg>) -> Result<Done, Pu
         Io(io::Error),
     }
     let outcome: Result<(ObjectId, Option<String>), Failure> = match &job.diff_id {
-        Some(_) => (|| {
-            let (dec, _kind) = Decompressor::new(&mut comp).map_err(Failure::Decompress)?;
-            let imported = split_layer(repo, dec).map_err(|e| match e {
+        Some(_) => std::thread::scope(|s| {
+            let (tx, chunks) = std::sync::mpsc::sync_channel(TAR_CHUNK_DEPTH);
+            let (recycle, recycled) = std::sync::mpsc::channel();
+            let comp = &mut comp;
+            let decompressor = std::thread::Builder::new()
+                .name(format!("decompress {}", job.label))
+                .spawn_scoped(s, move || decompress_into(comp, tx, recycled))
+                .map_err(Failure::Io)?;
+            let input = ChunkReader {
+                rx: chunks,
+                recycle,
+                chunk: Vec::new(),
+                pos: 0,
+                done: false,
+            };
+            // The reader is consumed: when the splitter stops (done or failed) the
+            // decompressor's sends fail and it stops too.
+            let imported = split_layer_with_pool(repo, input, pool);
+            if decompressor.join().is_err() {
+                return Err(Failure::Io(io::Error::other(
+                    "the decompressing thread panicked",
+                )));
+            }
+            let imported = imported.map_err(|e| match e {
                 // Errors reading the decompressed stream come from the decoder (or the
                 // channel, handled below).
                 TarError::Read(e) if e.kind() != io::ErrorKind::InvalidData => {
@@ -1317,7 +1478,7 @@ fn process(ctx: &Ctx<'_>, job: &Job, rx: mpsc::Receiver<Msg>) -> Result<Done, Pu
                 e => Failure::Tar(e),
             })?;
             Ok((imported.stream, Some(imported.diff_id)))
-        })(),
+        }),
         None => (|| {
             let mut w = repo.object_writer().map_err(Failure::Repo)?;
             io::copy(&mut comp, &mut w).map_err(Failure::Io)?;
@@ -1396,41 +1557,57 @@ fn process(ctx: &Ctx<'_>, job: &Job, rx: mpsc::Receiver<Msg>) -> Result<Done, Pu
         }
         _ => blob_content_id(&job.hex),
     };
-    repo.register_stream(&content_id, &stream)
-        .map_err(ctx.repo_err())?;
     ctx.progress.blob_done(job.index);
-    Ok(Done { content_id, stream })
+    Ok(Done {
+        index: job.index,
+        content_id,
+        stream,
+    })
 }
 
 /// Fetches, verifies and registers every job; at most `parallel` at a time.
+///
+/// Nothing is registered here: the caller registers every stream at once. On failure it gets
+/// the error and the blobs that were verified before it.
 async fn fetch_blobs<'scope, 'env>(
     scope: &'scope Scope<'scope, 'env>,
     ctx: &'env Ctx<'env>,
+    pool: &'env ObjectPool,
     proxy: &ImageProxy,
     oimg: &OpenedImage,
     jobs: Vec<Job>,
     parallel: usize,
-) -> Result<Vec<Done>, PullError> {
+) -> Result<Vec<Done>, (PullError, Vec<Done>)> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
+    let mut done = Vec::new();
     // Request every blob before the first FinishPipe (see the module docs).
     let mut queue = VecDeque::new();
     let mut labels: BTreeMap<usize, (String, String)> = BTreeMap::new();
     for job in jobs {
-        let digest: oci_spec::image::Digest =
-            job.digest
-                .parse()
-                .map_err(|e: oci_spec::OciSpecError| PullError::Fetch {
-                    image: ctx.image.clone(),
-                    layer: job.label.clone(),
-                    digest: job.hex.clone(),
-                    message: e.to_string(),
-                })?;
-        let (reader, finish) = proxy
-            .get_blob(oimg, &digest, job.size)
-            .await
-            .map_err(ctx.proxy_err(format!("requesting {} ({})", job.label, job.digest)))?;
+        let digest: oci_spec::image::Digest = match job.digest.parse() {
+            Ok(d) => d,
+            Err(e) => {
+                let e: oci_spec::OciSpecError = e;
+                return Err((
+                    PullError::Fetch {
+                        image: ctx.image.clone(),
+                        layer: job.label.clone(),
+                        digest: job.hex.clone(),
+                        message: e.to_string(),
+                    },
+                    done,
+                ));
+            }
+        };
+        let (reader, finish) = match proxy.get_blob(oimg, &digest, job.size).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = ctx.proxy_err(format!("requesting {} ({})", job.label, job.digest))(e);
+                return Err((e, done));
+            }
+        };
         labels.insert(job.index, (job.label.clone(), job.hex.clone()));
         queue.push_back((job, reader, finish));
     }
@@ -1438,7 +1615,6 @@ async fn fetch_blobs<'scope, 'env>(
     let mut running = FuturesUnordered::new();
     let mut finishing = FuturesUnordered::new();
     let mut finish_errors: BTreeMap<usize, String> = BTreeMap::new();
-    let mut done = Vec::new();
     let mut first_error: Option<PullError> = None;
     loop {
         while running.len() < parallel
@@ -1451,7 +1627,7 @@ async fn fetch_blobs<'scope, 'env>(
             ctx.progress.blob_started(job.index, &job.digest, job.size);
             let worker_job = job.clone();
             scope.spawn(move || {
-                let r = process(ctx, &worker_job, rx);
+                let r = process(ctx, pool, &worker_job, rx);
                 let _ = res_tx.send(r);
             });
             let index = job.index;
@@ -1531,7 +1707,7 @@ async fn fetch_blobs<'scope, 'env>(
         }
     }
     if let Some(e) = first_error {
-        return Err(e);
+        return Err((e, done));
     }
     while let Some((index, r)) = finishing.next().await {
         if let Err(m) = r {
@@ -1540,12 +1716,18 @@ async fn fetch_blobs<'scope, 'env>(
     }
     if let Some((index, m)) = finish_errors.into_iter().next() {
         let (layer, digest) = labels.remove(&index).unwrap_or_default();
-        return Err(PullError::Fetch {
-            image: ctx.image.clone(),
-            layer,
-            digest,
-            message: m,
-        });
+        // The proxy's verdict on a blob we verified ourselves is odd but decisive: keep only
+        // the others.
+        done.retain(|d: &Done| d.index != index);
+        return Err((
+            PullError::Fetch {
+                image: ctx.image.clone(),
+                layer,
+                digest,
+                message: m,
+            },
+            done,
+        ));
     }
     Ok(done)
 }

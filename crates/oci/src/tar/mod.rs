@@ -14,7 +14,7 @@ mod split;
 
 pub use entries::{Entries, entries};
 pub use parser::METADATA_MAX;
-pub use split::split;
+pub use split::{split, split_with_pool};
 
 /// The content type of tar splitstreams.
 pub const TAR_CONTENT_TYPE: &str = "application/x-tar";
