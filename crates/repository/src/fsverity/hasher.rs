@@ -16,8 +16,8 @@
 //! With SHA-256 on an x86-64 CPU with the SHA extensions, the two blocks go through
 //! [`sha256_ni`], which interleaves two independent SHA-256 computations: a single SHA-256 stream
 //! is bound by the latency of the `sha256rnds2` instruction, and the second stream fills the
-//! pipeline slots the first leaves idle (the Linux kernel hashes fs-verity and dm-verity blocks
-//! in pairs for the same reason). Everything else uses the `sha2` crate.
+//! pipeline slots the first leaves idle. Everything else uses the `sha2` crate. Figures and
+//! how to measure them: `docs/performance.md`.
 
 use sha2::Digest;
 use sha2::digest::Output;
