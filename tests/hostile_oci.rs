@@ -148,7 +148,7 @@ fn hostile_manifests_and_configs_are_refused() {
 
     // A manifest list whose entry is a manifest list (a list cannot name its own digest; a
     // chain of lists is the nearest thing): refused, not followed.
-    let img = layout.add_image(None, &[l.clone()], AMD64);
+    let img = layout.add_image(None, std::slice::from_ref(&l), AMD64);
     let inner = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": INDEX,
         "manifests": [{"mediaType": MANIFEST, "digest": img.manifest_digest,
                        "size": img.manifest_size,

@@ -16,7 +16,13 @@ fuzz_target!(|data: &[u8]| {
     assert!(again == fs, "print/parse round trip changed the tree");
     if let Ok(image) = erofs::write(&fs, FormatOptions::default()) {
         let back = erofs::read(&image).expect("a written image reads back");
-        let _ = erofs::referenced_objects(&image).expect("objects of a written image");
+        // Foreign dumpfiles may redirect to paths that are not object names (mkcomposefs
+        // allows any path); gc and fsck refuse those images rather than guess. Anything else
+        // must read.
+        match erofs::referenced_objects(&image) {
+            Ok(_) | Err(erofs::ReadError::NotAnObject { .. }) => {}
+            Err(e) => panic!("objects of a written image: {e:?}"),
+        }
         // The image adds the 256 whiteouts at the root and rewrites overlay xattrs, so compare
         // through a second write: the same tree must give the same bytes.
         let image2 = erofs::write(&back, FormatOptions::default()).expect("re-write");

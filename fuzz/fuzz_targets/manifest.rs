@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = manifest::is_container_image(&m);
         let _ = manifest::sha256_hex(m.config().digest().as_ref());
         for l in m.layers() {
-            let _ = manifest::layer_compression(&l.media_type().to_string());
+            let _ = manifest::layer_compression(l.media_type().as_ref());
             let _ = manifest::sha256_hex(l.digest().as_ref());
         }
     }
