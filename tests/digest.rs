@@ -149,6 +149,22 @@ fn block_size_edges() {
     assert_same_digests(&files);
 }
 
+/// File names are printed as their raw bytes, as `fsverity` prints them, even when they are not
+/// UTF-8.
+#[test]
+fn non_utf8_file_name() {
+    use std::os::unix::ffi::OsStrExt;
+    if !common::require_tool("fsverity") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("create temporary directory");
+    let path = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"name-\xff-not-utf8"));
+    write_pattern(&path, 100);
+    assert_same_digests(&[path]);
+}
+
 #[test]
 fn sparse_2_gib() {
     if !common::require_tool("fsverity") {

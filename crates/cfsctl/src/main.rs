@@ -103,13 +103,17 @@ enum Command {
 
 fn digest(hash: HashAlgorithm, files: &[PathBuf]) -> Result<()> {
     use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
     let mut out = std::io::stdout().lock();
     for path in files {
         let file =
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let id = FsVerityHasher::digest_reader(hash, file)
             .with_context(|| format!("reading {}", path.display()))?;
-        writeln!(out, "{id:#} {}", path.display())?;
+        // The name's raw bytes, as `fsverity digest` prints them (not lossily re-encoded).
+        write!(out, "{id:#} ")?;
+        out.write_all(path.as_os_str().as_bytes())?;
+        out.write_all(b"\n")?;
     }
     Ok(())
 }
@@ -193,7 +197,10 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
                 );
             }
         }
-        Command::Fsck { json, repair: false } => {
+        Command::Fsck {
+            json,
+            repair: false,
+        } => {
             let repo = open(cli.repo)?;
             let report = repo.fsck(Some(&cfs_image::repo::ErofsImageObjects), 0)?;
             if json {
