@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: the project's whole check, as CI runs it (`.ci/run`) and as README.md
 //! tells developers to run it: installs the tools the tests use, then format, lints, the
-//! fixtures, every test, and the fs-verity tests in a VM (`cargo xtask vm-test`).
+//! fixtures, every test, a fuzzing smoke run, and the fs-verity tests in a VM
+//! (`cargo xtask vm-test`).
 
 use std::process::Command;
 
@@ -62,6 +63,8 @@ pub fn run(args: Args) -> Result<()> {
     step("cargo test");
     run_command(cargo().args(["test", "--workspace", "--all-targets"]))?;
     run_command(cargo().args(["test", "--workspace", "--doc"]))?;
+    step("fuzz smoke (each target briefly)");
+    run_command(cargo().args(["xtask", "fuzz", "--smoke"]))?;
     step("vm-test (fs-verity in a QEMU guest)");
     run_command(cargo().args(["xtask", "vm-test"]))?;
     println!("\nci: all checks passed");
