@@ -1,28 +1,11 @@
 //! End-to-end tests of the repository commands of the `cfsctl` binary: init, fsck (exit status
 //! and JSON), gc, cat, and the repository location defaults.
 
+mod common;
+
+use common::{cfsctl, ok};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn cfsctl(repo: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cfsctl"))
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .env_remove("CFS_REPO")
-        .output()
-        .expect("run cfsctl")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "cfsctl failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use std::process::Command;
 
 /// A tar archive with a few files, one large enough to become an object.
 fn sample_tar(dir: &Path) -> Vec<u8> {

@@ -7,32 +7,12 @@ mod common;
 #[path = "common/oci_layout.rs"]
 mod oci_layout;
 
+use common::{cfsctl, ok};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use cfs_repository::{FsVerityHasher, HashAlgorithm};
 use oci_layout::{AMD64, Comp, Image, OciLayout, layer, noise, tar_of};
-
-fn cfsctl(repo: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cfsctl"))
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .env_remove("CFS_REPO")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cfsctl")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "cfsctl failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn new_repo(path: &Path) -> PathBuf {
     ok(&cfsctl(path, &["init", "--insecure"]));

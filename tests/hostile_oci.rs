@@ -7,22 +7,11 @@ mod common;
 #[path = "common/oci_layout.rs"]
 mod oci_layout;
 
+use common::cfsctl;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use oci_layout::{AMD64, Comp, OciLayout, layer, noise, tar_of};
 use serde_json::json;
-
-fn cfsctl(repo: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cfsctl"))
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .env_remove("CFS_REPO")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cfsctl")
-}
 
 /// Tags `raw` (a manifest or index) as `tag` in the layout's index.json, with `media_type`.
 fn tag_raw(layout: &OciLayout, tag: &str, media_type: &str, raw: &[u8]) {

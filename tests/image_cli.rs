@@ -2,28 +2,11 @@
 //! against mkcomposefs's images of the dump corpus, `image dump` round trips, `create-image`
 //! and `compute-id` agreeing (SHA-256 and SHA-512), and gc/fsck following images' objects.
 
+mod common;
+
+use common::{cfsctl, ok};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn cfsctl(repo: &Path, args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cfsctl"))
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .env_remove("CFS_REPO")
-        .output()
-        .expect("run cfsctl")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "cfsctl failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use std::process::Command;
 
 fn sha256_file(path: &Path) -> String {
     let out = Command::new("sha256sum")
@@ -71,7 +54,7 @@ fn from_dump_matches_mkcomposefs_and_dump_round_trips() {
         let dump = corpus.join(&name);
         let image = tmp.path().join(format!("{name}.img"));
         if name.starts_with("should-fail-") {
-            let out = cfsctl(
+            let out = cfsctl::<&std::ffi::OsStr>(
                 &none,
                 &[
                     "image".as_ref(),
@@ -93,7 +76,7 @@ fn from_dump_matches_mkcomposefs_and_dump_round_trips() {
             Ok(v) => (v.trim().to_owned(), v.trim().to_owned()),
             Err(_) => ("0".to_owned(), "1".to_owned()),
         };
-        let digest = ok(&cfsctl(
+        let digest = ok(&cfsctl::<&std::ffi::OsStr>(
             &none,
             &[
                 "image".as_ref(),
@@ -112,14 +95,14 @@ fn from_dump_matches_mkcomposefs_and_dump_round_trips() {
         assert_eq!(digest.trim().len(), 64, "{name}: {digest}");
 
         // dump → from-dump gives the same image again.
-        let printed = ok(&cfsctl(
+        let printed = ok(&cfsctl::<&std::ffi::OsStr>(
             &none,
             &["image".as_ref(), "dump".as_ref(), image.as_os_str()],
         ));
         let again_dump = tmp.path().join(format!("{name}.again"));
         std::fs::write(&again_dump, printed).expect("write");
         let again = tmp.path().join(format!("{name}.again.img"));
-        ok(&cfsctl(
+        ok(&cfsctl::<&std::ffi::OsStr>(
             &none,
             &[
                 "image".as_ref(),
@@ -165,7 +148,7 @@ fn create_image_and_compute_id_agree() {
     sample_dir(&src);
     for hash in ["sha256", "sha512"] {
         let repo = tmp.path().join(format!("repo-{hash}"));
-        ok(&cfsctl(
+        ok(&cfsctl::<&std::ffi::OsStr>(
             &repo,
             &[
                 "init".as_ref(),
@@ -174,7 +157,7 @@ fn create_image_and_compute_id_agree() {
                 hash.as_ref(),
             ],
         ));
-        let computed = ok(&cfsctl(
+        let computed = ok(&cfsctl::<&std::ffi::OsStr>(
             &tmp.path().join("unused"),
             &[
                 "compute-id".as_ref(),
@@ -183,7 +166,7 @@ fn create_image_and_compute_id_agree() {
                 src.as_os_str(),
             ],
         ));
-        let created = ok(&cfsctl(
+        let created = ok(&cfsctl::<&std::ffi::OsStr>(
             &repo,
             &["create-image".as_ref(), src.as_os_str(), "img".as_ref()],
         ));
@@ -193,12 +176,15 @@ fn create_image_and_compute_id_agree() {
             if hash == "sha256" { 64 } else { 128 }
         );
         // Storing again changes nothing.
-        let again = ok(&cfsctl(&repo, &["create-image".as_ref(), src.as_os_str()]));
+        let again = ok(&cfsctl::<&std::ffi::OsStr>(
+            &repo,
+            &["create-image".as_ref(), src.as_os_str()],
+        ));
         assert_eq!(again, created);
         // The stored image prints as a dumpfile naming the objects.
         let hex = created.trim();
         let object = repo.join("objects").join(&hex[..2]).join(&hex[2..]);
-        let dump = ok(&cfsctl(
+        let dump = ok(&cfsctl::<&std::ffi::OsStr>(
             &repo,
             &["image".as_ref(), "dump".as_ref(), object.as_os_str()],
         ));
@@ -206,7 +192,7 @@ fn create_image_and_compute_id_agree() {
         assert!(dump.contains("/a/b/big 200000 100644"), "{dump}");
     }
     // A changed mtime is a different tree, hence a different ID.
-    let before = ok(&cfsctl(
+    let before = ok(&cfsctl::<&std::ffi::OsStr>(
         tmp.path(),
         &["compute-id".as_ref(), src.as_os_str()],
     ));
@@ -217,7 +203,7 @@ fn create_image_and_compute_id_agree() {
     f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::new(5, 6))
         .expect("set mtime");
     drop(f);
-    let after = ok(&cfsctl(
+    let after = ok(&cfsctl::<&std::ffi::OsStr>(
         tmp.path(),
         &["compute-id".as_ref(), src.as_os_str()],
     ));
@@ -230,8 +216,11 @@ fn gc_and_fsck_follow_image_objects() {
     let repo = tmp.path().join("repo");
     let src = tmp.path().join("src");
     sample_dir(&src);
-    ok(&cfsctl(&repo, &["init".as_ref(), "--insecure".as_ref()]));
-    let id = ok(&cfsctl(
+    ok(&cfsctl::<&std::ffi::OsStr>(
+        &repo,
+        &["init".as_ref(), "--insecure".as_ref()],
+    ));
+    let id = ok(&cfsctl::<&std::ffi::OsStr>(
         &repo,
         &["create-image".as_ref(), src.as_os_str(), "keep".as_ref()],
     ))
@@ -239,10 +228,10 @@ fn gc_and_fsck_follow_image_objects() {
     .to_owned();
     // Two file objects (200000 and 5000 bytes) and the image.
     assert_eq!(count_objects(&repo), 3);
-    let gc = ok(&cfsctl(&repo, &["gc".as_ref()]));
+    let gc = ok(&cfsctl::<&std::ffi::OsStr>(&repo, &["gc".as_ref()]));
     assert!(gc.contains("removed 0 objects"), "{gc}");
     assert_eq!(count_objects(&repo), 3);
-    let fsck = ok(&cfsctl(&repo, &["fsck".as_ref()]));
+    let fsck = ok(&cfsctl::<&std::ffi::OsStr>(&repo, &["fsck".as_ref()]));
     assert!(fsck.starts_with("ok:"), "{fsck}");
 
     // A missing file object is found through the image.
@@ -254,7 +243,7 @@ fn gc_and_fsck_follow_image_objects() {
         .expect("the big object");
     let saved = std::fs::read(&big).expect("read");
     std::fs::remove_file(&big).expect("rm");
-    let out = cfsctl(&repo, &["fsck".as_ref()]);
+    let out = cfsctl::<&std::ffi::OsStr>(&repo, &["fsck".as_ref()]);
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -262,11 +251,11 @@ fn gc_and_fsck_follow_image_objects() {
         "{text}"
     );
     std::fs::write(&big, saved).expect("restore");
-    ok(&cfsctl(&repo, &["fsck".as_ref()]));
+    ok(&cfsctl::<&std::ffi::OsStr>(&repo, &["fsck".as_ref()]));
 
     // Without its ref, the image and its objects go.
     std::fs::remove_file(repo.join("images/refs/keep")).expect("rm ref");
-    let gc = ok(&cfsctl(&repo, &["gc".as_ref()]));
+    let gc = ok(&cfsctl::<&std::ffi::OsStr>(&repo, &["gc".as_ref()]));
     assert!(gc.contains(&format!("removed image {id}")), "{gc}");
     assert!(gc.contains("removed 3 objects"), "{gc}");
     assert_eq!(count_objects(&repo), 0);

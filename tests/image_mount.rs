@@ -4,32 +4,14 @@
 //! xattrs (including escaped `trusted.overlay.*`), symlink targets, device numbers and hardlink
 //! groups. Mounting a wrong or corrupted image fails.
 
+mod common;
+
+use common::{cfsctl, ok};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn cfsctl(repo: &Path, args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cfsctl"))
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .env_remove("CFS_REPO")
-        .output()
-        .expect("run cfsctl")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "cfsctl failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Whether we can mount; says why not (uncaptured, so it shows in a plain `cargo test`).
 fn can_mount() -> bool {
@@ -284,8 +266,11 @@ fn mounted_image_matches_its_source() {
     std::fs::create_dir(&src).expect("mkdir");
     std::fs::create_dir(&mnt).expect("mkdir");
     make_source(&src);
-    ok(&cfsctl(&repo, &["init".as_ref(), "--insecure".as_ref()]));
-    let id = ok(&cfsctl(
+    ok(&cfsctl::<&std::ffi::OsStr>(
+        &repo,
+        &["init".as_ref(), "--insecure".as_ref()],
+    ));
+    let id = ok(&cfsctl::<&std::ffi::OsStr>(
         &repo,
         &[
             "create-image".as_ref(),
@@ -297,11 +282,14 @@ fn mounted_image_matches_its_source() {
     .to_owned();
     assert_eq!(id.len(), 64, "{id}");
     // compute-id gives the same ID without a repository.
-    let computed = ok(&cfsctl(&repo, &["compute-id".as_ref(), src.as_os_str()]));
+    let computed = ok(&cfsctl::<&std::ffi::OsStr>(
+        &repo,
+        &["compute-id".as_ref(), src.as_os_str()],
+    ));
     assert_eq!(computed.trim(), id);
 
     for name in [id.as_str(), "test/img"] {
-        ok(&cfsctl(
+        ok(&cfsctl::<&std::ffi::OsStr>(
             &repo,
             &["mount".as_ref(), name.as_ref(), mnt.as_os_str()],
         ));
@@ -319,9 +307,9 @@ fn mounted_image_matches_its_source() {
     }
 
     // gc keeps everything the image needs; fsck checks it.
-    let gc = ok(&cfsctl(&repo, &["gc".as_ref()]));
+    let gc = ok(&cfsctl::<&std::ffi::OsStr>(&repo, &["gc".as_ref()]));
     assert!(gc.contains("removed 0 objects"), "{gc}");
-    ok(&cfsctl(&repo, &["fsck".as_ref()]));
+    ok(&cfsctl::<&std::ffi::OsStr>(&repo, &["fsck".as_ref()]));
 }
 
 #[test]
@@ -336,12 +324,20 @@ fn wrong_or_corrupt_images_do_not_mount() {
     std::fs::create_dir_all(src.join("d")).expect("mkdir");
     std::fs::create_dir(&mnt).expect("mkdir");
     std::fs::write(src.join("d/f"), vec![1u8; 10_000]).expect("write");
-    ok(&cfsctl(&repo, &["init".as_ref(), "--insecure".as_ref()]));
-    let id = ok(&cfsctl(&repo, &["create-image".as_ref(), src.as_os_str()]))
-        .trim()
-        .to_owned();
+    ok(&cfsctl::<&std::ffi::OsStr>(
+        &repo,
+        &["init".as_ref(), "--insecure".as_ref()],
+    ));
+    let id = ok(&cfsctl::<&std::ffi::OsStr>(
+        &repo,
+        &["create-image".as_ref(), src.as_os_str()],
+    ))
+    .trim()
+    .to_owned();
 
-    let mount = |name: &str| cfsctl(&repo, &["mount".as_ref(), name.as_ref(), mnt.as_os_str()]);
+    let mount = |name: &str| {
+        cfsctl::<&std::ffi::OsStr>(&repo, &["mount".as_ref(), name.as_ref(), mnt.as_os_str()])
+    };
     let mounted = || {
         std::fs::read_to_string("/proc/self/mountinfo")
             .expect("mountinfo")
@@ -360,7 +356,7 @@ fn wrong_or_corrupt_images_do_not_mount() {
     let other = tmp.path().join("other");
     std::fs::create_dir(&other).expect("mkdir");
     std::fs::write(other.join("g"), b"different").expect("write");
-    let oid = ok(&cfsctl(
+    let oid = ok(&cfsctl::<&std::ffi::OsStr>(
         &repo,
         &["create-image".as_ref(), other.as_os_str()],
     ))

@@ -14,6 +14,7 @@ mod common;
 #[path = "common/oci_layout.rs"]
 mod oci_layout;
 
+use common::{cfsctl, ok};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -24,30 +25,9 @@ use std::time::Instant;
 
 use oci_layout::{AMD64, Comp, OciLayout, layer};
 
-fn cfsctl(repo: &Path, args: &[&OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cfsctl"))
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .env_remove("CFS_REPO")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cfsctl")
-}
-
 fn run(repo: &Path, args: &[&str]) -> Output {
     let a: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
     cfsctl(repo, &a)
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "cfsctl failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn is_root() -> bool {

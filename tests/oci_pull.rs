@@ -9,32 +9,12 @@ mod oci_layout;
 #[path = "common/registry.rs"]
 mod registry;
 
+use common::{cfsctl, ok};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use oci_layout::{AMD64, Comp, Image, OciLayout, Plat, layer, noise, sha256, tar_of};
-
-fn cfsctl(repo: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cfsctl"))
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .env_remove("CFS_REPO")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cfsctl")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "cfsctl failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn fails(out: &Output) -> String {
     assert!(

@@ -6,8 +6,10 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
 /// Where `name` is found on `PATH` as an executable file, if anywhere.
 pub fn find_tool(name: &str) -> Option<PathBuf> {
@@ -45,4 +47,28 @@ pub fn require_tool(name: &str) -> bool {
     // and hides for passing tests: a skipped test should say so in a plain `cargo test` run.
     let _ = writeln!(std::io::stderr(), "skipping: {name} not installed");
     false
+}
+
+/// Runs `cfsctl --repo REPO ARGS...` (the binary under test), with stdin closed and `CFS_REPO`
+/// unset so only `--repo` decides the repository.
+pub fn cfsctl<S: AsRef<OsStr>>(repo: &Path, args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cfsctl"))
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .env_remove("CFS_REPO")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cfsctl")
+}
+
+/// Asserts that a `cfsctl` run succeeded (showing its output if not); returns its stdout.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "cfsctl failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
