@@ -645,6 +645,18 @@ fn read_stream(repo: &Repository, id: &ObjectId) -> cfs_repository::Result<Vec<u
 }
 
 /// A stream to (re)use: existing, or written now and registered with the others.
+/// Keeps a manifest list's exact bytes as its own stream; returns its content id and object.
+fn ensure_list_stream(
+    repo: &Repository,
+    list: Option<&ListInfo>,
+    to_register: &mut Vec<(String, ObjectId)>,
+) -> cfs_repository::Result<Option<(String, ObjectId)>> {
+    let Some(l) = list else { return Ok(None) };
+    let cid = manifest_content_id(&l.hex);
+    let id = ensure_inline_stream(repo, &cid, &l.media_type, &l.raw, to_register)?;
+    Ok(Some((cid, id)))
+}
+
 fn ensure_inline_stream(
     repo: &Repository,
     cid: &str,
@@ -739,20 +751,7 @@ fn finish_if_stored(
         &mut reg,
     )
     .map_err(ctx.repo_err())?;
-    let list_obj = match list {
-        Some(l) => Some((
-            manifest_content_id(&l.hex),
-            ensure_inline_stream(
-                repo,
-                &manifest_content_id(&l.hex),
-                &l.media_type,
-                &l.raw,
-                &mut reg,
-            )
-            .map_err(ctx.repo_err())?,
-        )),
-        None => None,
-    };
+    let list_obj = ensure_list_stream(repo, list, &mut reg).map_err(ctx.repo_err())?;
     let reader = repo
         .open_stream_object(&config_obj)
         .map_err(ctx.repo_err())?;
@@ -1064,20 +1063,7 @@ async fn cold_pull<'scope, 'env>(
         .collect();
     let manifest_cid = manifest_content_id(&instance.hex);
     let manifest_media_type = media_type_of(&m);
-    let list_obj = match &list {
-        Some(l) => Some((
-            manifest_content_id(&l.hex),
-            ensure_inline_stream(
-                repo,
-                &manifest_content_id(&l.hex),
-                &l.media_type,
-                &l.raw,
-                &mut reg,
-            )
-            .map_err(ctx.repo_err())?,
-        )),
-        None => None,
-    };
+    let list_obj = ensure_list_stream(repo, list.as_ref(), &mut reg).map_err(ctx.repo_err())?;
     let stream_of = |cid: &str| -> Result<ObjectId, PullError> {
         if let Some(d) = done.iter().find(|d| d.content_id == cid) {
             return Ok(d.stream);
