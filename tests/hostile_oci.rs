@@ -151,3 +151,53 @@ fn hostile_manifests_and_configs_are_refused() {
     tag_raw(&layout, "nested", INDEX, &outer);
     rejected(&repo, &layout, "nested");
 }
+
+/// A decompression bomb: a small gzip blob holding a far larger tar. With a bound below its
+/// size the pull fails naming the bound, registers nothing and leaves fsck passing; the same
+/// image pulls with the default bound.
+#[test]
+fn layer_bigger_than_the_bound_is_refused() {
+    if !common::require_tool("skopeo") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    common::ok(&cfsctl(&repo, &["init", "--insecure"]));
+    let mut layout = OciLayout::create(&tmp.path().join("layout"));
+    let zeros = vec![0u8; 16 << 20];
+    let bomb = layer(&tar_of(&[("zeros", &zeros)]), Comp::Gzip);
+    assert!(bomb.blob.len() < 1 << 20, "the blob is small");
+    layout.add_image(Some("bomb"), &[bomb], AMD64);
+    let reference = layout.reference("bomb");
+
+    let out = cfsctl(
+        &repo,
+        &[
+            "oci",
+            "pull",
+            "-q",
+            "--max-layer-size",
+            "4M",
+            &reference,
+            "bad",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the pull must fail");
+    assert!(
+        err.contains("4194304") && err.contains("--max-layer-size"),
+        "the error names the bound: {err}"
+    );
+    assert!(!repo.join("streams/refs/bad").exists(), "nothing named");
+    assert!(
+        cfsctl(&repo, &["fsck"]).status.success(),
+        "fsck after the failure"
+    );
+
+    common::ok(&cfsctl(&repo, &["oci", "pull", "-q", &reference, "good"]));
+    let bad = cfsctl(
+        &repo,
+        &["oci", "pull", "--max-layer-size", "12X", &reference],
+    );
+    assert!(!bad.status.success(), "a malformed size is refused");
+}

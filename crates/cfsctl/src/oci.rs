@@ -47,6 +47,10 @@ pub enum OciCommand {
         /// Layers to process at once [default: the number of cores].
         #[arg(long, value_name = "N")]
         jobs: Option<usize>,
+        /// Refuse a layer that decompresses to more than SIZE bytes (suffixes K, M, G, T)
+        /// [default: 64G].
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_layer_size: Option<u64>,
         /// No progress output; print only the image ID.
         #[arg(short, long)]
         quiet: bool,
@@ -294,6 +298,22 @@ fn open_named(repo: &Repository, name: &str) -> Result<StoredImage> {
     Ok(store::open(repo, &cid)?)
 }
 
+/// Parses a byte count with an optional binary suffix: `1048576`, `512K`, `64G`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        Some(b'T' | b't') => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 1048576, 512K, 64G)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_pull(
     repo: &Repository,
@@ -304,6 +324,7 @@ fn run_pull(
     creds: Option<String>,
     platform: Option<String>,
     jobs: Option<usize>,
+    max_layer_size: Option<u64>,
     quiet: bool,
 ) -> Result<()> {
     let platform = match platform {
@@ -326,6 +347,7 @@ fn run_pull(
         creds,
         platform,
         jobs,
+        max_layer_size,
     };
     let start = std::time::Instant::now();
     let bars = (!quiet && std::io::stderr().is_terminal()).then(Bars::new);
@@ -434,6 +456,7 @@ pub fn run(repo: &Repository, cmd: OciCommand) -> Result<()> {
             creds,
             platform,
             jobs,
+            max_layer_size,
             quiet,
         } => run_pull(
             repo,
@@ -444,6 +467,7 @@ pub fn run(repo: &Repository, cmd: OciCommand) -> Result<()> {
             creds,
             platform,
             jobs,
+            max_layer_size,
             quiet,
         )?,
         OciCommand::Images { json } => images(repo, json)?,

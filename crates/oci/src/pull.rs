@@ -93,7 +93,13 @@ pub struct PullOptions {
     pub platform: Option<Platform>,
     /// Layers processed at once; `None`: the number of cores.
     pub jobs: Option<usize>,
+    /// Largest uncompressed size a layer may have; `None`: [`DEFAULT_MAX_LAYER_SIZE`]. A layer
+    /// that decompresses to more (a decompression bomb) fails the pull before filling the disk.
+    pub max_layer_size: Option<u64>,
 }
+
+/// The default bound on a layer's uncompressed size: 64 GiB, far more than any real layer.
+pub const DEFAULT_MAX_LAYER_SIZE: u64 = 64 << 30;
 
 /// What a pull did.
 #[derive(Debug, Clone)]
@@ -313,6 +319,8 @@ struct Ctx<'a> {
     repo: &'a Repository,
     image: String,
     progress: &'a dyn PullProgress,
+    /// Bound on a layer's uncompressed size.
+    max_layer_size: u64,
 }
 
 impl Ctx<'_> {
@@ -509,6 +517,7 @@ pub fn pull(
         repo,
         image: image.clone(),
         progress,
+        max_layer_size: opts.max_layer_size.unwrap_or(DEFAULT_MAX_LAYER_SIZE),
     };
     let name = match name {
         Some(n) => n.to_owned(),
@@ -1370,11 +1379,14 @@ impl Read for ChunkReader {
 
 /// The decompressing thread of a layer: sniffs and decompresses `comp` into chunks for the
 /// parser until the end, an error (sent on as the last message) or the parser hanging up.
+/// More than `limit` uncompressed bytes is an error.
 fn decompress_into(
     comp: &mut HashingReader<ChannelReader>,
     tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
     recycle: std::sync::mpsc::Receiver<Vec<u8>>,
+    limit: u64,
 ) {
+    let mut total = 0u64;
     let mut dec = match Decompressor::new(comp) {
         Ok((d, _kind)) => d,
         Err(e) => {
@@ -1400,6 +1412,14 @@ fn decompress_into(
             }
         }
         chunk.truncate(n);
+        total += n as u64;
+        if total > limit {
+            let _ = tx.send(Err(io::Error::other(format!(
+                "the layer decompresses to more than {limit} bytes (the bound set by \
+                 --max-layer-size)"
+            ))));
+            return;
+        }
         if n > 0 && tx.send(Ok(chunk)).is_err() {
             return;
         }
@@ -1434,11 +1454,12 @@ fn process(
     let outcome: Result<(ObjectId, Option<String>), Failure> = match &job.diff_id {
         Some(_) => std::thread::scope(|s| {
             let (tx, chunks) = std::sync::mpsc::sync_channel(TAR_CHUNK_DEPTH);
+            let limit = ctx.max_layer_size;
             let (recycle, recycled) = std::sync::mpsc::channel();
             let comp = &mut comp;
             let decompressor = std::thread::Builder::new()
                 .name(format!("decompress {}", job.label))
-                .spawn_scoped(s, move || decompress_into(comp, tx, recycled))
+                .spawn_scoped(s, move || decompress_into(comp, tx, recycled, limit))
                 .map_err(Failure::Io)?;
             let input = ChunkReader {
                 rx: chunks,
