@@ -217,6 +217,26 @@ fn synthetic_image_compute_create_dump_mount() {
         std::fs::read_dir(mnt.join("var/log")).expect("ls").count(),
         0
     );
+
+    // gc while the image is mounted, with its stream name gone: the layer and config streams
+    // are collected, but the image ref (`oci/syn`, made by create-image and oci mount) keeps
+    // the EROFS image and every object it redirects to, so the mount still reads its files.
+    ok(&run(&repo, &["oci", "untag", "syn"]));
+    let gc = ok(&run(&repo, &["gc"]));
+    assert!(gc.contains("removed stream oci-config-sha256:"), "{gc}");
+    assert!(stored.exists(), "the mounted image survives gc");
+    // Forget cached lookups so the next read goes to the objects directory again.
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    assert_eq!(
+        std::fs::read(mnt.join("bin/tool")).expect("read after gc"),
+        big
+    );
+    let fsck = run(&repo, &["fsck"]);
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
