@@ -132,6 +132,28 @@ impl<R: BufRead> Read for HashingBufReader<R> {
     }
 }
 
+/// The result of a split that consumed `taken` bytes, with `rest` bytes left after the archive
+/// (which the stream would lack, so they are an error), and the reader's `(diff_id, size)`.
+fn finish_import(
+    stream: ObjectId,
+    taken: u64,
+    rest: u64,
+    (diff_id, size): (String, u64),
+) -> Result<LayerImport, TarError> {
+    if rest != 0 {
+        return Err(TarError::Read(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{rest} bytes after the end of the tar archive (at byte {taken})"),
+        )));
+    }
+    Ok(LayerImport {
+        content_id: layer_content_id(&diff_id),
+        diff_id,
+        stream,
+        size,
+    })
+}
+
 /// [`split_layer`] with the objects stored by `pool`'s workers (the parsing thread only moves
 /// bytes and hashes the diff_id).
 pub fn split_layer_with_pool(
@@ -143,19 +165,7 @@ pub fn split_layer_with_pool(
     let stream = split_with_pool(repo, &mut reader, pool)?;
     let taken = reader.count();
     let rest = std::io::copy(&mut reader, &mut std::io::sink())?;
-    if rest != 0 {
-        return Err(TarError::Read(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{rest} bytes after the end of the tar archive (at byte {taken})"),
-        )));
-    }
-    let (diff_id, size) = reader.finish();
-    Ok(LayerImport {
-        content_id: layer_content_id(&diff_id),
-        diff_id,
-        stream,
-        size,
-    })
+    finish_import(stream, taken, rest, reader.finish())
 }
 
 /// Splits an uncompressed tar layer into the repository without naming it: the stream object
@@ -168,19 +178,7 @@ pub fn split_layer(repo: &Repository, tar: impl Read) -> Result<LayerImport, Tar
     let stream = split(repo, &mut reader)?;
     let taken = reader.count();
     let rest = std::io::copy(&mut reader, &mut std::io::sink())?;
-    if rest != 0 {
-        return Err(TarError::Read(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{rest} bytes after the end of the tar archive (at byte {taken})"),
-        )));
-    }
-    let (diff_id, size) = reader.finish();
-    Ok(LayerImport {
-        content_id: layer_content_id(&diff_id),
-        diff_id,
-        stream,
-        size,
-    })
+    finish_import(stream, taken, rest, reader.finish())
 }
 
 /// Splits an uncompressed tar layer into the repository and registers it under its diff_id.
