@@ -371,3 +371,92 @@ fn wrong_or_corrupt_images_do_not_mount() {
     assert!(err.contains("corrupt"), "{err}");
     assert!(!mounted());
 }
+
+/// A process that holds a mount namespace of its own (`unshare -m`) with an image mounted in
+/// it; killed on drop, which ends the namespace and its mount.
+struct MountInOtherNamespace(std::process::Child);
+
+impl Drop for MountInOtherNamespace {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn gc_keeps_images_in_use_by_mounts_without_refs() {
+    if !can_mount() || !common::require_tool("unshare") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    let src = tmp.path().join("src");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    make_source(&src);
+    let run = |args: &[&std::ffi::OsStr]| ok(&cfsctl(&repo, args));
+    run(&["init".as_ref(), "--insecure".as_ref()]);
+    // No image ref: only the mount keeps this image alive.
+    let id = run(&["create-image".as_ref(), src.as_os_str()])
+        .trim()
+        .to_owned();
+    let image_link = repo.join("images").join(&id);
+    assert!(image_link.exists());
+
+    run(&["mount".as_ref(), id.as_ref(), mnt.as_os_str()]);
+    let guard = Mounted(mnt.clone());
+    let listed = run(&["mounts".as_ref()]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l == format!("{id}\t{}", mnt.display())),
+        "{listed}"
+    );
+    let gc = run(&["gc".as_ref()]);
+    assert!(gc.contains(&format!("kept image {id} (mounted")), "{gc}");
+    assert!(gc.contains("removed 0 objects"), "{gc}");
+    assert!(image_link.exists(), "the mounted image's link survives gc");
+    // Forget cached lookups so every read goes to the objects directory again.
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    compare(&src, &mnt);
+    drop(guard);
+
+    // A mount in another mount namespace, invisible from this one, counts too.
+    let ns_mnt = tmp.path().join("ns-mnt");
+    std::fs::create_dir(&ns_mnt).expect("mkdir");
+    let script = format!(
+        "'{}' --repo '{}' mount {id} '{}' && echo ready && exec sleep 600",
+        env!("CARGO_BIN_EXE_cfsctl"),
+        repo.display(),
+        ns_mnt.display()
+    );
+    let mut child = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare");
+    let stdout = child.stdout.take().expect("stdout");
+    let holder = MountInOtherNamespace(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("read");
+    assert_eq!(line.trim(), "ready", "mount in the other namespace failed");
+    let own = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!own.contains(&id), "the mount leaked into this namespace");
+    let listed = run(&["mounts".as_ref()]);
+    assert!(
+        listed.contains(&format!("{id}\t{}\t(namespace mnt:[", ns_mnt.display())),
+        "{listed}"
+    );
+    let gc = run(&["gc".as_ref()]);
+    assert!(gc.contains(&format!("kept image {id} (mounted")), "{gc}");
+    assert!(gc.contains("removed 0 objects"), "{gc}");
+
+    // Once no mount uses it, the image and its objects go.
+    drop(holder);
+    let gc = run(&["gc".as_ref()]);
+    assert!(gc.contains(&format!("removed image {id}")), "{gc}");
+    assert!(!gc.contains("removed 0 objects"), "{gc}");
+    assert!(!image_link.exists());
+    run(&["fsck".as_ref()]);
+}

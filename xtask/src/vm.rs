@@ -529,7 +529,8 @@ fn make_ext4(path: &Path, mib: u64, content: Option<&Path>) -> Result<()> {
 }
 
 /// Writes a small OCI image layout (`layout/`, tag `test`, two tar layers made by GNU tar)
-/// into `root`, with the layers' diff_ids in `root/diff_ids` for the guest to check.
+/// into `root`, with the layers' diff_ids in `root/diff_ids` and the files' sha256 sums in
+/// `root/expect.sha256` (`sha256sum -c` format) for the guest to check.
 fn make_oci_layout(root: &Path) -> Result<()> {
     let layout = root.join("layout");
     let blobs = layout.join("blobs/sha256");
@@ -541,6 +542,8 @@ fn make_oci_layout(root: &Path) -> Result<()> {
     };
     let src = root.join("layer-src");
     let mut layers = Vec::new();
+    // `sha256sum -c` lines for every file, relative to the image's root.
+    let mut expect = String::new();
     for (i, files) in [
         vec![
             ("etc/hostname", b"guest\n".to_vec()),
@@ -559,6 +562,7 @@ fn make_oci_layout(root: &Path) -> Result<()> {
     {
         let dir = src.join(i.to_string());
         for (name, data) in files {
+            expect.push_str(&format!("{}  {name}\n", hex::encode(Sha256::digest(&data))));
             let p = dir.join(name);
             fs::create_dir_all(p.parent().context("parent")?)?;
             fs::write(p, data)?;
@@ -577,6 +581,7 @@ fn make_oci_layout(root: &Path) -> Result<()> {
         fs::remove_dir_all(&dir)?;
     }
     fs::remove_dir_all(&src)?;
+    fs::write(root.join("expect.sha256"), expect)?;
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64",
         "os": "linux",

@@ -112,6 +112,26 @@ same owner "$(stat -c %u:%g /mnt/medium)" 1000:1001
 same device "$(stat -c %F-%t-%T /mnt/null)" "character special file-1-3"
 umount /mnt
 
+# An image with no ref, mounted by ID, survives gc while mounted (verity=require still reads
+# every file afterwards) and goes with the first gc after it is unmounted.
+mkdir -p /src2 /mnt2
+dd if=/dev/urandom of=/src2/only-here bs=1024 count=200 2>/dev/null
+ID2=$($C --repo $R create-image /src2 2>&1)
+check mount-unnamed-by-id $C --repo $R mount "$ID2" /mnt2
+out=$($C --repo $R gc 2>&1)
+case "$out" in
+    *"kept image $ID2 (mounted"*) pass gc-keeps-mounted ;;
+    *) fail gc-keeps-mounted "$out" ;;
+esac
+echo 3 > /proc/sys/vm/drop_caches
+check read-after-gc cmp /src2/only-here /mnt2/only-here
+umount /mnt2
+out=$($C --repo $R gc 2>&1)
+case "$out" in
+    *"removed image $ID2"*) pass gc-after-unmount ;;
+    *) fail gc-after-unmount "$out" ;;
+esac
+
 # An object replaced behind the repository's back (another file in its place, same size, no
 # verity) must not be readable through the mount.
 rm -f "$OBJ"
@@ -153,5 +173,14 @@ if [ -b /dev/vdb ] && [ -x /usr/bin/skopeo ]; then
         got=$($C --repo $R2 oci layer "$diff" | sha256sum | cut -d' ' -f1)
         same "oci-layer-${diff#sha256:}" "sha256:$got" "$diff"
     done
+    # The pulled image, merged into a composefs image and mounted with verity=require.
+    mkdir -p /mnt3
+    check oci-mount $C --repo $R2 oci mount test /mnt3
+    case "$(grep ' /mnt3 ' /proc/mounts)" in
+        *verity=require*) pass oci-mount-verity-require ;;
+        *) fail oci-mount-verity-require "$(grep ' /mnt3 ' /proc/mounts)" ;;
+    esac
+    check oci-mount-contents sh -c 'cd /mnt3 && sha256sum -c /oci/expect.sha256'
+    umount /mnt3
 fi
 "#;

@@ -49,7 +49,7 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Remove objects, streams and images that no ref reaches.
+    /// Remove objects, streams and images that no ref reaches and no mount uses.
     Gc {
         /// Only list what would be removed.
         #[arg(long)]
@@ -85,6 +85,8 @@ enum Command {
         /// An existing directory.
         mountpoint: PathBuf,
     },
+    /// List the mounted images (in every mount namespace this user can see); gc keeps them.
+    Mounts,
     /// Write a stored stream (by content id or ref name), re-created byte for byte, to stdout.
     Cat {
         /// Content id (e.g. oci-layer-sha256:...) or stream ref name.
@@ -236,6 +238,9 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
             for i in &report.images {
                 println!("{verb} image {i}");
             }
+            for i in &report.mounted {
+                println!("kept image {i} (mounted, no ref names it)");
+            }
             for o in &report.objects {
                 println!("{verb} object {o}");
             }
@@ -255,6 +260,7 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
         }
         Command::ComputeId { hash, srcdir } => image::compute_id(&srcdir, hash)?,
         Command::Mount { image, mountpoint } => mount::run(&open(cli.repo)?, &image, &mountpoint)?,
+        Command::Mounts => mount::list(&open(cli.repo)?)?,
         Command::Cat { stream } => {
             let repo = open(cli.repo)?;
             let reader = repo.open_stream(&stream)?;

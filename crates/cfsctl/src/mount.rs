@@ -1,5 +1,6 @@
 //! `cfsctl mount IMAGE MOUNTPOINT`: mounts a stored image read-only (EROFS + overlayfs over the
-//! repository's objects; see `cfs_image::mount`).
+//! repository's objects; see `cfs_image::mount`). `cfsctl mounts`: lists the mounted images
+//! (see `cfs_image::mounts`).
 
 use std::path::Path;
 
@@ -18,5 +19,22 @@ pub fn run(repo: &Repository, name: &str, mountpoint: &Path) -> Result<()> {
     }
     cfs_image::mount::mount_image(repo, name, mountpoint)
         .with_context(|| format!("mounting image {name} at {}", mountpoint.display()))?;
+    Ok(())
+}
+
+/// Prints each mounted image: ID, mount point, and the mount namespace where it is not ours.
+/// Images that are not in this repository are marked so.
+pub fn list(repo: &Repository) -> Result<()> {
+    let mounted = cfs_image::mounts::mounted_images(repo.algorithm())?;
+    for m in mounted {
+        let mut line = format!("{}\t{}", m.image, m.mountpoint.display());
+        if let Some(ns) = &m.namespace {
+            line.push_str(&format!("\t(namespace {ns})"));
+        }
+        if !repo.has_object(&m.image)? {
+            line.push_str("\t(not in this repository)");
+        }
+        println!("{line}");
+    }
     Ok(())
 }

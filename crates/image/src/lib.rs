@@ -9,12 +9,14 @@
 //! - [`repo`]: images in a repository: creating them, finding their objects for gc and fsck,
 //!   checking an image's own digest.
 //! - [`mount`]: mounting an image (EROFS + overlayfs through the new mount API).
+//! - [`mounts`]: finding the images mounted right now (for gc), in every mount namespace.
 //!
 //! See `docs/image.md`.
 
 pub mod dumpfile;
 pub mod erofs;
 pub mod mount;
+pub mod mounts;
 pub mod repo;
 pub mod scan;
 pub mod tree;

@@ -10,7 +10,8 @@
 //!    `objects/` directory is a data-only lower layer, where the redirect xattrs of the image's
 //!    files find their contents. With `verity=require` (repositories that enforce verity) the
 //!    kernel checks each object's fs-verity digest against the image's metacopy xattr on open.
-//! 3. Only the overlay is attached, at the mount point.
+//! 3. Only the overlay is attached, at the mount point. Its `source` names the image
+//!    (`cfs:sha256:…`, see [`crate::mounts`]): that is how gc finds the images in use.
 //!
 //! Layers are passed as `lowerdir+`/`datadir+` (Linux 6.8+); on kernels that do not know these
 //! keys the older `lowerdir=LOWER::DATA` syntax (6.5+) is used instead.
@@ -22,7 +23,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use cfs_repository::{Repository, VerityMode};
+use cfs_repository::{ObjectId, Repository, VerityMode};
 use rustix::fs::{CWD, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{
@@ -30,6 +31,7 @@ use rustix::mount::{
     fsconfig_set_string, fsmount, fsopen, move_mount,
 };
 
+use crate::mounts::overlay_source;
 use crate::repo::{ImageError, open_verified_image};
 
 /// Why a mount failed.
@@ -72,6 +74,10 @@ pub struct MountOptions {
     /// Pass `verity=require` to overlayfs: every file's object must have fs-verity with the
     /// digest the image records.
     pub require_verity: bool,
+    /// The image being mounted: named in the overlay's `source`, so that gc sees the mount
+    /// and keeps the image's objects (see [`crate::mounts`]). Without it the source is `cfs`
+    /// and gc cannot tell which image the mount needs.
+    pub image: Option<ObjectId>,
 }
 
 /// A filesystem context (`fsopen`), which can tell what the kernel logged about it.
@@ -153,7 +159,10 @@ pub fn mount_overlay(
     let lower = fd_path(erofs);
     let data = fd_path(objects);
     let configure = |ctx: &FsContext, legacy: bool| -> Result<(), MountError> {
-        ctx.set("source", "cfs")?;
+        let source = options
+            .image
+            .map_or_else(|| "cfs".to_owned(), |id| overlay_source(&id));
+        ctx.set("source", &source)?;
         ctx.set("metacopy", "on")?;
         ctx.set("redirect_dir", "on")?;
         if options.require_verity {
@@ -268,7 +277,7 @@ pub fn mount_composefs(
 /// The image's own digest is checked first (see [`open_verified_image`]); `verity=require` is
 /// used when the repository enforces verity. Needs `CAP_SYS_ADMIN`.
 pub fn mount_image(repo: &Repository, name: &str, mountpoint: &Path) -> Result<(), MountError> {
-    let (_, image) = open_verified_image(repo, name)?;
+    let (id, image) = open_verified_image(repo, name)?;
     let objects_path = repo.path().join("objects");
     let objects = rustix::fs::openat(
         CWD,
@@ -285,6 +294,7 @@ pub fn mount_image(repo: &Repository, name: &str, mountpoint: &Path) -> Result<(
         objects.as_fd(),
         MountOptions {
             require_verity: repo.verity() == VerityMode::Enforced,
+            image: Some(id),
         },
     )?;
     attach(overlay.as_fd(), mountpoint)

@@ -104,8 +104,8 @@ pub fn read_image_file(file: &mut File) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Finds the objects an image references by reading its EROFS (for `Repository::gc` and
-/// `Repository::fsck`).
+/// Finds the objects an image references by reading its EROFS, and the images mounted right
+/// now (for `Repository::gc` and `Repository::fsck`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ErofsImageObjects;
 
@@ -113,6 +113,11 @@ impl ImageObjects for ErofsImageObjects {
     fn referenced_objects(&self, image: &mut File) -> Result<Vec<ObjectId>, String> {
         let bytes = read_image_file(image).map_err(|e| format!("reading the image: {e}"))?;
         erofs::referenced_objects(&bytes).map_err(|e| e.to_string())
+    }
+
+    fn mounted_images(&self, algorithm: HashAlgorithm) -> Result<Vec<ObjectId>, String> {
+        let mounted = crate::mounts::mounted_images(algorithm).map_err(|e| e.to_string())?;
+        Ok(mounted.into_iter().map(|m| m.image).collect())
     }
 }
 

@@ -93,6 +93,9 @@ pub enum Error {
     /// gc found images but was given no way to read them.
     #[error("the repository holds images but no image reader was given to find their objects")]
     NoImageReader,
+    /// The mounted images could not be listed, so gc cannot tell what is in use.
+    #[error("finding the mounted images: {0}; nothing was removed")]
+    MountScan(String),
     /// An image could not be read to find its objects.
     #[error("image {image:#}: {message}")]
     BadImage {

@@ -1,10 +1,12 @@
 //! Garbage collection: removes every object, stream link and image link that no ref reaches.
 //!
-//! Roots are the refs: `streams/refs/**` and `images/refs/**`. From a stream, gc follows its
-//! object, every object its header lists and every stream it names; from an image, the image
-//! object and the objects the image's EROFS redirects to (found by an [`ImageObjects`] reader,
-//! since this crate knows nothing of EROFS). gc holds the repository's lock exclusively, so no
-//! writer is between writing objects and naming them while it runs.
+//! Roots are the refs (`streams/refs/**` and `images/refs/**`) and the images mounted right
+//! now. From a stream, gc follows its object, every object its header lists and every stream
+//! it names; from an image, the image object and the objects the image's EROFS redirects to.
+//! Both image questions go to an [`ImageObjects`] reader, since this crate knows nothing of
+//! EROFS or mounts. gc holds the repository's lock exclusively, so no writer is between
+//! writing objects and naming them, and no mount between opening an image and attaching it,
+//! while it runs.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -20,6 +22,16 @@ use crate::splitstream::SplitStreamHeader;
 pub trait ImageObjects {
     /// The objects the image (whose bytes are in `image`) references.
     fn referenced_objects(&self, image: &mut File) -> std::result::Result<Vec<ObjectId>, String>;
+
+    /// The images of `algorithm` in use by mounts right now: gc keeps them as if a ref named
+    /// them. An error stops gc (it cannot tell what is safe to remove).
+    fn mounted_images(
+        &self,
+        algorithm: crate::HashAlgorithm,
+    ) -> std::result::Result<Vec<ObjectId>, String> {
+        let _ = algorithm;
+        Ok(Vec::new())
+    }
 }
 
 /// What gc removed (or, in a dry run, would remove).
@@ -33,6 +45,8 @@ pub struct GcReport {
     pub streams: Vec<String>,
     /// Image links removed.
     pub images: Vec<ObjectId>,
+    /// Images kept only because they are mounted (no ref names them).
+    pub mounted: Vec<ObjectId>,
     /// Objects kept.
     pub kept_objects: usize,
 }
@@ -43,6 +57,8 @@ pub(crate) struct Reachable {
     pub objects: HashSet<ObjectId>,
     pub streams: HashSet<String>,
     pub images: HashSet<ObjectId>,
+    /// Images reached only through a mount.
+    pub mounted: Vec<ObjectId>,
 }
 
 impl Repository {
@@ -70,6 +86,29 @@ impl Repository {
         Ok(())
     }
 
+    /// Marks an image and the objects it needs; returns whether it was newly marked.
+    fn mark_image(
+        &self,
+        id: ObjectId,
+        images: Option<&dyn ImageObjects>,
+        live: &mut Reachable,
+    ) -> Result<bool> {
+        if !self.has_object(&id)? || !live.images.insert(id) {
+            return Ok(false);
+        }
+        let reader = images.ok_or(Error::NoImageReader)?;
+        let mut f = self.open_object(&id)?;
+        let objs = reader
+            .referenced_objects(&mut f)
+            .map_err(|message| Error::BadImage {
+                image: Box::new(id),
+                message,
+            })?;
+        live.objects.insert(id);
+        live.objects.extend(objs);
+        Ok(true)
+    }
+
     pub(crate) fn reachable(&self, images: Option<&dyn ImageObjects>) -> Result<Reachable> {
         let mut live = Reachable::default();
         for r in self.list_stream_refs()? {
@@ -78,22 +117,19 @@ impl Repository {
             }
         }
         for r in self.list_image_refs()? {
-            let Ok(id) = ObjectId::parse_for(self.algorithm(), &r.target) else {
-                continue;
-            };
-            if !self.has_object(&id)? || !live.images.insert(id) {
-                continue;
+            if let Ok(id) = ObjectId::parse_for(self.algorithm(), &r.target) {
+                self.mark_image(id, images, &mut live)?;
             }
-            let reader = images.ok_or(Error::NoImageReader)?;
-            let mut f = self.open_object(&id)?;
-            let objs = reader
-                .referenced_objects(&mut f)
-                .map_err(|message| Error::BadImage {
-                    image: Box::new(id),
-                    message,
-                })?;
-            live.objects.insert(id);
-            live.objects.extend(objs);
+        }
+        if let Some(reader) = images {
+            let mounted = reader
+                .mounted_images(self.algorithm())
+                .map_err(Error::MountScan)?;
+            for id in mounted {
+                if self.mark_image(id, images, &mut live)? {
+                    live.mounted.push(id);
+                }
+            }
         }
         Ok(live)
     }
@@ -134,7 +170,10 @@ impl Repository {
 
     fn gc_locked(&self, images: Option<&dyn ImageObjects>, dry_run: bool) -> Result<GcReport> {
         let live = self.reachable(images)?;
-        let mut report = GcReport::default();
+        let mut report = GcReport {
+            mounted: live.mounted.clone(),
+            ..GcReport::default()
+        };
         // Names first, so that no name ever points at a removed object.
         for (cid, _) in self.list_streams()? {
             if !live.streams.contains(&cid) {
