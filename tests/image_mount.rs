@@ -460,3 +460,67 @@ fn gc_keeps_images_in_use_by_mounts_without_refs() {
     assert!(!image_link.exists());
     run(&["fsck".as_ref()]);
 }
+
+/// The loop devices whose backing file lies under `dir`.
+fn loop_devices_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/sys/block")
+        .expect("/sys/block")
+        .flatten()
+    {
+        let backing = entry.path().join("loop/backing_file");
+        if let Ok(file) = std::fs::read_to_string(&backing)
+            && file.starts_with(&*dir.to_string_lossy())
+        {
+            out.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_repository_on_tmpfs_mounts_through_a_loop_device() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let fs = tmp.path().join("tmpfs");
+    std::fs::create_dir(&fs).expect("mkdir");
+    rustix::mount::mount(
+        "tmpfs",
+        &fs,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .expect("mount tmpfs");
+    let _tmpfs = Mounted(fs.clone());
+    let repo = fs.join("repo");
+    let src = fs.join("src");
+    let mnt = fs.join("mnt");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    make_source(&src);
+    let run = |args: &[&std::ffi::OsStr]| ok(&cfsctl(&repo, args));
+    run(&["init".as_ref(), "--insecure".as_ref()]);
+    let id = run(&["create-image".as_ref(), src.as_os_str()])
+        .trim()
+        .to_owned();
+    // EROFS cannot read a file on tmpfs directly (ENOTBLK); the mount goes through a loop
+    // device over the image object.
+    run(&["mount".as_ref(), id.as_ref(), mnt.as_os_str()]);
+    let guard = Mounted(mnt.clone());
+    compare(&src, &mnt);
+    assert_eq!(loop_devices_under(&fs).len(), 1, "one loop device");
+    drop(guard);
+    // Auto-clear: the device goes with the mount (the kernel releases it asynchronously).
+    let mut left = loop_devices_under(&fs);
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        left = loop_devices_under(&fs);
+    }
+    assert!(left.is_empty(), "loop devices left behind: {left:?}");
+}

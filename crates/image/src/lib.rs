@@ -8,6 +8,8 @@
 //! - [`scan`]: reading a directory from disk into a tree, storing or hashing file contents.
 //! - [`repo`]: images in a repository: creating them, finding their objects for gc and fsck,
 //!   checking an image's own digest.
+//! - [`loopdev`]: read-only loop devices, for kernels or filesystems where EROFS cannot mount a
+//!   file directly.
 //! - [`mount`]: mounting an image (EROFS + overlayfs through the new mount API).
 //! - [`mounts`]: finding the images mounted right now (for gc), in every mount namespace.
 //!
@@ -15,6 +17,7 @@
 
 pub mod dumpfile;
 pub mod erofs;
+pub mod loopdev;
 pub mod mount;
 pub mod mounts;
 pub mod repo;

@@ -3,7 +3,9 @@
 //!
 //! 1. The EROFS image is mounted straight from its file (file-backed EROFS, Linux 6.12+): the
 //!    `source` is `/proc/self/fd/N` of the descriptor whose digest was checked, so the kernel
-//!    mounts exactly the file that was verified, not whatever the path names by then.
+//!    mounts exactly the file that was verified, not whatever the path names by then. Where
+//!    that is refused (older kernels, a repository on tmpfs), the same descriptor goes through
+//!    a read-only loop device.
 //! 2. That mount stays *detached* (never attached anywhere in the mount tree; on kernels before
 //!    6.15 only for the instant overlayfs needs, see [`mount_composefs`]) and becomes the
 //!    lower layer of a read-only overlayfs with `metacopy=on,redirect_dir=on`; the repository's
@@ -27,10 +29,11 @@ use cfs_repository::{ObjectId, Repository, VerityMode};
 use rustix::fs::{CWD, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create, fsconfig_set_flag,
     fsconfig_set_string, fsmount, fsopen, move_mount,
 };
 
+use crate::loopdev::{self, LoopError};
 use crate::mounts::overlay_source;
 use crate::repo::{ImageError, open_verified_image};
 
@@ -50,6 +53,9 @@ pub enum MountError {
         /// Messages the kernel logged into the filesystem context.
         log: Vec<String>,
     },
+    /// A loop device for the image could not be set up.
+    #[error("mounting the image through a loop device: {0}")]
+    Loop(#[from] LoopError),
     /// Opening a directory failed.
     #[error("opening {path}: {errno}")]
     Open {
@@ -143,10 +149,28 @@ fn fd_path(fd: BorrowedFd<'_>) -> String {
 }
 
 /// Mounts an EROFS image from an open file; returns the detached mount.
+///
+/// Where the kernel cannot mount the file itself (`ENOTBLK`: Linux before 6.12, or a file on
+/// tmpfs), the same descriptor is attached to a read-only, auto-clearing loop device
+/// ([`crate::loopdev`]) and EROFS mounts that; the device goes away with the mount.
 pub fn mount_erofs(image: &File) -> Result<OwnedFd, MountError> {
-    let ctx = FsContext::open("erofs")?;
-    ctx.set("source", &fd_path(image.as_fd()))?;
-    ctx.mount()
+    let mount_source = |source: &str| {
+        let ctx = FsContext::open("erofs")?;
+        ctx.set("source", source)?;
+        // A read-only superblock: a block device (the loop device) is then opened read-only.
+        fsconfig_set_flag(&ctx.fd, "ro").map_err(|e| ctx.fail("erofs: setting ro".into(), e))?;
+        ctx.mount()
+    };
+    match mount_source(&fd_path(image.as_fd())) {
+        Err(MountError::Mount {
+            errno: Errno::NOTBLK,
+            ..
+        }) => {
+            let device = loopdev::attach_read_only(image)?;
+            mount_source(&fd_path(device.as_fd()))
+        }
+        other => other,
+    }
 }
 
 /// Overlays a mounted composefs image (`erofs`, e.g. from [`mount_erofs`]) on the object
