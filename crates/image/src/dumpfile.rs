@@ -440,10 +440,10 @@ impl Parser {
         };
 
         let idx = self.nodes.len();
-        if idx > 0 {
-            if let PKind::Dir { children, .. } = &mut self.nodes[parent].kind {
-                children.insert(name.clone(), idx);
-            }
+        if idx > 0
+            && let PKind::Dir { children, .. } = &mut self.nodes[parent].kind
+        {
+            children.insert(name.clone(), idx);
         }
         self.nodes.push(PNode {
             parent,

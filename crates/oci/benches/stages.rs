@@ -51,7 +51,7 @@ fn layer_like(len: usize, seed: u64) -> Vec<u8> {
     let mut v = Vec::with_capacity(len + 16);
     while v.len() < len {
         let r = rng.next();
-        if r % 4 == 0 {
+        if r.is_multiple_of(4) {
             v.extend_from_slice(&r.to_le_bytes());
         } else {
             v.extend_from_slice(WORDS[(r >> 8) as usize % WORDS.len()]);

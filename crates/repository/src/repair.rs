@@ -67,14 +67,14 @@ impl Repository {
             if p.kind == "corrupt-object" {
                 out.objects.push(p.path.clone());
             } else if BROKEN.contains(&p.kind) {
-                if let Some(cid) = p.path.strip_prefix("streams/") {
-                    if !cid.starts_with("refs/") {
-                        broken_streams.insert(cid.to_owned());
-                    }
-                } else if let Some(id) = p.path.strip_prefix("images/") {
-                    if !id.starts_with("refs/") {
-                        broken_images.insert(id.to_owned());
-                    }
+                if let Some(cid) = p.path.strip_prefix("streams/")
+                    && !cid.starts_with("refs/")
+                {
+                    broken_streams.insert(cid.to_owned());
+                } else if let Some(id) = p.path.strip_prefix("images/")
+                    && !id.starts_with("refs/")
+                {
+                    broken_images.insert(id.to_owned());
                 }
             }
         }

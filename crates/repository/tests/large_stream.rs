@@ -39,7 +39,7 @@ fn four_gib_stream_with_flat_memory() {
         .collect();
     let mut i = 0usize;
     while w.size() < 4 * GIB {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             w.write_inline(&inline).expect("inline");
         } else {
             w.write_reference(objects[i % 64], 1 << 20).expect("ref");
