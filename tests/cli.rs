@@ -169,3 +169,60 @@ fn fsck_exits_non_zero_on_damage() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }
+
+#[test]
+fn images_rmi_and_gc_free_composefs_images() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("shared"), vec![b's'; 50_000]).expect("write");
+    let run = |args: &[&str]| ok(&cfsctl(&repo, args));
+    run(&["init", "--insecure"]);
+    let create = |name: Option<&str>| {
+        let mut args = vec!["create-image", src.to_str().expect("utf-8")];
+        args.extend(name);
+        run(&args).trim().to_owned()
+    };
+    let first = create(Some("app/v1"));
+    run(&["create-image", src.to_str().expect("utf-8"), "app/latest"]);
+    std::fs::write(src.join("own"), vec![b'o'; 60_000]).expect("write");
+    let second = create(None);
+    assert_ne!(first, second);
+
+    let listed = run(&["images"]);
+    assert!(
+        listed.contains(&format!("{first}\tapp/latest,app/v1\t-\n")),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!(
+            "{second}\t-\t- (unused: the next gc removes it)\n"
+        )),
+        "{listed}"
+    );
+
+    // Unknown names are errors that name them; nothing is removed.
+    let out = cfsctl(&repo, &["rmi", "app/v2"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no image ref \"app/v2\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The unnamed image goes with the next gc, with its own object; the shared one stays.
+    let gc = run(&["gc"]);
+    assert!(gc.contains(&format!("removed image {second}")), "{gc}");
+    assert!(gc.contains("removed 2 objects"), "{gc}");
+    // One name removed: the other still keeps the image.
+    assert_eq!(run(&["rmi", "app/v1"]), "removed image ref app/v1\n");
+    assert!(run(&["gc"]).contains("removed 0 objects"));
+    // By ID: every remaining name goes, then gc frees the image and its file.
+    assert_eq!(run(&["rmi", &first]), "removed image ref app/latest\n");
+    let gc = run(&["gc"]);
+    assert!(gc.contains(&format!("removed image {first}")), "{gc}");
+    assert!(gc.contains("kept 0 objects"), "{gc}");
+    assert_eq!(run(&["images"]), "IMAGE ID\tNAMES\tMOUNTED AT\n");
+    run(&["fsck"]);
+}

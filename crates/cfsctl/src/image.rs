@@ -146,3 +146,86 @@ pub fn compute_id(srcdir: &Path, hash: HashAlgorithm) -> Result<()> {
     println!("{id}");
     Ok(())
 }
+
+/// `cfsctl images`: every composefs image in the repository with the image refs that name it
+/// and where it is mounted; an image nothing names or mounts is marked as what the next gc
+/// removes.
+pub fn list_images(repo: &Repository) -> Result<()> {
+    let refs = repo.list_image_refs()?;
+    let mounted = cfs_image::mounts::mounted_images(repo.algorithm())?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "IMAGE ID\tNAMES\tMOUNTED AT")?;
+    for id in repo.list_images()? {
+        let hex = id.to_hex();
+        let names: Vec<&str> = refs
+            .iter()
+            .filter(|r| r.target == hex)
+            .map(|r| r.name.as_str())
+            .collect();
+        let at: Vec<String> = mounted
+            .iter()
+            .filter(|m| m.image == id)
+            .map(|m| match &m.namespace {
+                None => m.mountpoint.display().to_string(),
+                Some(ns) => format!("{} ({ns})", m.mountpoint.display()),
+            })
+            .collect();
+        let names = if names.is_empty() {
+            "-".to_owned()
+        } else {
+            names.join(",")
+        };
+        let at = if at.is_empty() {
+            if names == "-" {
+                "- (unused: the next gc removes it)".to_owned()
+            } else {
+                "-".to_owned()
+            }
+        } else {
+            at.join(",")
+        };
+        writeln!(out, "{hex}\t{names}\t{at}")?;
+    }
+    Ok(())
+}
+
+/// `cfsctl rmi NAME|ID...`: removes image refs (an ID: every ref naming that image), so the
+/// next gc frees the image unless it is mounted.
+pub fn remove_images(repo: &Repository, names: &[String]) -> Result<()> {
+    for name in names {
+        let removed: Vec<String> = match cfs_repository::ObjectId::parse_for(repo.algorithm(), name)
+        {
+            Ok(id) => {
+                let hex = id.to_hex();
+                let mut removed = Vec::new();
+                for r in repo.list_image_refs()? {
+                    if r.target == hex {
+                        repo.remove_image_ref(&r.name)?;
+                        removed.push(r.name);
+                    }
+                }
+                if removed.is_empty() && !repo.list_images()?.contains(&id) {
+                    anyhow::bail!("no image {name} (see `cfsctl images`)");
+                }
+                removed
+            }
+            Err(_) => {
+                if !repo
+                    .remove_image_ref(name)
+                    .with_context(|| format!("removing image ref {name:?}"))?
+                {
+                    anyhow::bail!("no image ref {name:?} (see `cfsctl images`)");
+                }
+                vec![name.clone()]
+            }
+        };
+        if removed.is_empty() {
+            println!("{name} has no names");
+        }
+        for r in removed {
+            println!("removed image ref {r}");
+        }
+    }
+    eprintln!("run `cfsctl gc` to free the space of images nothing names or mounts");
+    Ok(())
+}

@@ -78,6 +78,15 @@ enum Command {
         /// The directory.
         srcdir: PathBuf,
     },
+    /// List the composefs images in the repository: ID, image refs, where mounted.
+    Images,
+    /// Remove image refs (by name, or every ref of an image ID); `cfsctl gc` then frees what
+    /// nothing else names or mounts.
+    Rmi {
+        /// Image ref names or image IDs.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Mount a stored image read-only (needs root). The image's digest is checked first.
     Mount {
         /// Image ID or image ref name.
@@ -261,6 +270,8 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
         Command::ComputeId { hash, srcdir } => image::compute_id(&srcdir, hash)?,
         Command::Mount { image, mountpoint } => mount::run(&open(cli.repo)?, &image, &mountpoint)?,
         Command::Mounts => mount::list(&open(cli.repo)?)?,
+        Command::Images => image::list_images(&open(cli.repo)?)?,
+        Command::Rmi { names } => image::remove_images(&open(cli.repo)?, &names)?,
         Command::Cat { stream } => {
             let repo = open(cli.repo)?;
             let reader = repo.open_stream(&stream)?;
