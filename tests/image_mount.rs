@@ -6,11 +6,9 @@
 
 mod common;
 
+use common::snapshot::{assert_same, snapshot};
 use common::{cfsctl, ok};
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Whether we can mount; says why not (uncaptured, so it shows in a plain `cargo test`).
@@ -32,95 +30,6 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
     }
-}
-
-/// What a file is, as far as a composefs image can tell.
-#[derive(Debug, PartialEq, Eq)]
-struct Entry {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: (i64, i64),
-    rdev: u64,
-    nlink: u64,
-    /// Content of regular files, target of symlinks.
-    data: Vec<u8>,
-    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// The other names of the same inode.
-    links: BTreeSet<PathBuf>,
-}
-
-fn xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let mut names = vec![0u8; 65536];
-    let n = rustix::fs::llistxattr(path, &mut names).expect("listxattr");
-    names.truncate(n);
-    let mut out = BTreeMap::new();
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let mut value = vec![0u8; 65536];
-        let n = rustix::fs::lgetxattr(path, name, &mut value).expect("getxattr");
-        value.truncate(n);
-        out.insert(name.to_vec(), value);
-    }
-    out
-}
-
-/// Every file under `root` (relative path → entry), root included as "".
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
-    let mut out = BTreeMap::new();
-    let mut inodes: BTreeMap<(u64, u64), BTreeSet<PathBuf>> = BTreeMap::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let path = root.join(&rel);
-        let m = std::fs::symlink_metadata(&path).expect("lstat");
-        let ft = m.file_type();
-        let data = if ft.is_file() {
-            std::fs::read(&path).expect("read")
-        } else if ft.is_symlink() {
-            std::fs::read_link(&path)
-                .expect("readlink")
-                .as_os_str()
-                .as_bytes()
-                .to_vec()
-        } else {
-            Vec::new()
-        };
-        if ft.is_dir() {
-            for e in std::fs::read_dir(&path).expect("readdir") {
-                stack.push(rel.join(e.expect("entry").file_name()));
-            }
-        } else {
-            inodes
-                .entry((m.dev(), m.ino()))
-                .or_default()
-                .insert(rel.clone());
-        }
-        out.insert(
-            rel.clone(),
-            (
-                (m.dev(), m.ino(), ft.is_dir()),
-                Entry {
-                    mode: m.mode(),
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    mtime: (m.mtime(), m.mtime_nsec()),
-                    rdev: m.rdev(),
-                    nlink: m.nlink(),
-                    data,
-                    xattrs: xattrs(&path),
-                    links: BTreeSet::new(),
-                },
-            ),
-        );
-    }
-    out.into_iter()
-        .map(|(rel, ((dev, ino, dir), mut e))| {
-            if !dir {
-                e.links = inodes[&(dev, ino)].clone();
-                e.links.remove(&rel);
-            }
-            (rel, e)
-        })
-        .collect()
 }
 
 fn set_mtime(path: &Path, sec: i64, nsec: i64) {
@@ -235,23 +144,7 @@ fn compare(src: &Path, mnt: &Path) {
         b[Path::new("dir/big")].xattrs[&b"trusted.overlay.redirect"[..]],
         b"/elsewhere"
     );
-    let names_a: Vec<_> = a.keys().collect();
-    let names_b: Vec<_> = b.keys().collect();
-    assert_eq!(names_a, names_b, "same names");
-    for (rel, ea) in &a {
-        let eb = &b[rel];
-        let is_dir = ea.mode & 0o170000 == 0o040000;
-        assert_eq!(ea.mode, eb.mode, "{rel:?}: mode");
-        assert_eq!((ea.uid, ea.gid), (eb.uid, eb.gid), "{rel:?}: owner");
-        assert_eq!(ea.mtime, eb.mtime, "{rel:?}: mtime");
-        if !is_dir {
-            assert_eq!(ea.rdev, eb.rdev, "{rel:?}: rdev");
-            assert_eq!(ea.nlink, eb.nlink, "{rel:?}: link count");
-        }
-        assert!(ea.data == eb.data, "{rel:?}: content differs");
-        assert_eq!(ea.xattrs, eb.xattrs, "{rel:?}: xattrs");
-        assert_eq!(ea.links, eb.links, "{rel:?}: hardlinks");
-    }
+    assert_same(&a, &b);
 }
 
 #[test]

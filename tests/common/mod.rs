@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod snapshot;
+
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
