@@ -13,7 +13,7 @@ use cfs_oci::progress::PullProgress;
 use cfs_oci::pull::{PullOptions, pull};
 use cfs_oci::store::{self, Kind, StoredImage};
 use cfs_repository::Repository;
-use clap::{ArgAction, Subcommand};
+use clap::{ArgAction, Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// OCI subcommands.
@@ -21,40 +21,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub enum OciCommand {
     /// Pull an image through skopeo, verify every digest, and store it; prints the image ID
     /// (`sha256:<config digest>`) as the last line.
-    Pull {
-        /// The image in skopeo syntax: docker://HOST/REPO:TAG, docker://…@sha256:…,
-        /// oci:DIR[:TAG], oci-archive:FILE[:TAG], dir:DIR, docker-archive:FILE,
-        /// containers-storage:NAME.
-        image: String,
-        /// The local name [default: the reference's name and tag, e.g.
-        /// docker.io/library/debian:12; for oci:DIR:TAG the tag; else the file name].
-        name: Option<String>,
-        /// Verify TLS certificates; --tls-verify=false allows plain-http registries.
-        #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1,
-              default_value_t = true, default_missing_value = "true", require_equals = true)]
-        tls_verify: bool,
-        /// Registry credentials file [default as skopeo: $REGISTRY_AUTH_FILE, then
-        /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
-        /// ~/.docker/config.json].
-        #[arg(long, value_name = "FILE")]
-        authfile: Option<PathBuf>,
-        /// Registry credentials; without :PASS the password is read from the terminal or stdin.
-        #[arg(long, value_name = "USER[:PASS]")]
-        creds: Option<String>,
-        /// The platform to pick from a manifest list [default: the host's].
-        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
-        platform: Option<String>,
-        /// Layers to process at once [default: the number of cores].
-        #[arg(long, value_name = "N")]
-        jobs: Option<usize>,
-        /// Refuse a layer that decompresses to more than SIZE bytes (suffixes K, M, G, T)
-        /// [default: 64G].
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-        max_layer_size: Option<u64>,
-        /// No progress output; print only the image ID.
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Pull(PullArgs),
     /// List images: name, image ID, created, layers, size.
     Images {
         /// Print JSON.
@@ -129,6 +96,43 @@ pub enum OciCommand {
         /// Name or image ID (`sha256:<config digest>`).
         name: String,
     },
+}
+
+/// The arguments of `oci pull`.
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// The image in skopeo syntax: docker://HOST/REPO:TAG, docker://…@sha256:…,
+    /// oci:DIR[:TAG], oci-archive:FILE[:TAG], dir:DIR, docker-archive:FILE,
+    /// containers-storage:NAME.
+    image: String,
+    /// The local name [default: the reference's name and tag, e.g.
+    /// docker.io/library/debian:12; for oci:DIR:TAG the tag; else the file name].
+    name: Option<String>,
+    /// Verify TLS certificates; --tls-verify=false allows plain-http registries.
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1,
+          default_value_t = true, default_missing_value = "true", require_equals = true)]
+    tls_verify: bool,
+    /// Registry credentials file [default as skopeo: $REGISTRY_AUTH_FILE, then
+    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
+    /// ~/.docker/config.json].
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+    /// Registry credentials; without :PASS the password is read from the terminal or stdin.
+    #[arg(long, value_name = "USER[:PASS]")]
+    creds: Option<String>,
+    /// The platform to pick from a manifest list [default: the host's].
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
+    /// Layers to process at once [default: the number of cores].
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Refuse a layer that decompresses to more than SIZE bytes (suffixes K, M, G, T)
+    /// [default: 64G].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_layer_size: Option<u64>,
+    /// No progress output; print only the image ID.
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 /// The image ref `oci create-image NAME` and `oci mount NAME` set: `oci/NAME`.
@@ -314,19 +318,19 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_pull(
-    repo: &Repository,
-    image: &str,
-    name: Option<&str>,
-    tls_verify: bool,
-    authfile: Option<PathBuf>,
-    creds: Option<String>,
-    platform: Option<String>,
-    jobs: Option<usize>,
-    max_layer_size: Option<u64>,
-    quiet: bool,
-) -> Result<()> {
+fn run_pull(repo: &Repository, args: PullArgs) -> Result<()> {
+    let PullArgs {
+        image,
+        name,
+        tls_verify,
+        authfile,
+        creds,
+        platform,
+        jobs,
+        max_layer_size,
+        quiet,
+    } = args;
+    let name = name.as_deref();
     let platform = match platform {
         Some(p) => Some(p.parse::<Platform>()?),
         None => None,
@@ -352,8 +356,8 @@ fn run_pull(
     let start = std::time::Instant::now();
     let bars = (!quiet && std::io::stderr().is_terminal()).then(Bars::new);
     let result = match &bars {
-        Some(b) => pull(repo, image, name, &opts, b),
-        None => pull(repo, image, name, &opts, &cfs_oci::progress::NoProgress),
+        Some(b) => pull(repo, &image, name, &opts, b),
+        None => pull(repo, &image, name, &opts, &cfs_oci::progress::NoProgress),
     };
     if let Some(b) = &bars {
         b.finish();
@@ -448,28 +452,7 @@ fn images(repo: &Repository, json: bool) -> Result<()> {
 /// Runs an OCI subcommand.
 pub fn run(repo: &Repository, cmd: OciCommand) -> Result<()> {
     match cmd {
-        OciCommand::Pull {
-            image,
-            name,
-            tls_verify,
-            authfile,
-            creds,
-            platform,
-            jobs,
-            max_layer_size,
-            quiet,
-        } => run_pull(
-            repo,
-            &image,
-            name.as_deref(),
-            tls_verify,
-            authfile,
-            creds,
-            platform,
-            jobs,
-            max_layer_size,
-            quiet,
-        )?,
+        OciCommand::Pull(args) => run_pull(repo, args)?,
         OciCommand::Images { json } => images(repo, json)?,
         OciCommand::Inspect {
             name,
