@@ -5,7 +5,7 @@
 mod common;
 
 use common::{cfsctl, ok};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn sha256_file(path: &Path) -> String {
@@ -21,26 +21,11 @@ fn sha256_file(path: &Path) -> String {
         .to_owned()
 }
 
-fn corpus_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/composefs-dumps");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "composefs dump corpus missing at {}",
-        dir.display()
-    );
-    eprintln!(
-        "skipping: composefs dump corpus not found at {}",
-        dir.display()
-    );
-    None
-}
-
 #[test]
 fn from_dump_matches_mkcomposefs_and_dump_round_trips() {
-    let Some(corpus) = corpus_dir() else { return };
+    let Some(corpus) = common::shared_corpus("composefs-dumps") else {
+        return;
+    };
     let tmp = tempfile::tempdir().expect("tmp");
     let none = tmp.path().join("no-repo");
     let mut checked = 0;

@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 /// Archives GNU tar 1.34 rejects (`tar -tf` exits non-zero), with what our error must say.
@@ -30,25 +30,6 @@ const COMPRESSED: &[(&str, &str)] = &[
     ("go-archive-tar/pax-bad-hdr-large.tar.bz2", "bzcat"),
     ("cpython/testtar.tar.xz", "xzcat"),
 ];
-
-fn corpus_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tar-corpus");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "the tar corpus is missing at {} and CI is set",
-            dir.display()
-        );
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipping: tar corpus not found at {}",
-        dir.display()
-    );
-    None
-}
 
 fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
     let mut child = cmd
@@ -133,7 +114,9 @@ fn stream_names(repo: &Path) -> Vec<String> {
 
 #[test]
 fn tar_corpus_round_trips_or_is_refused() {
-    let Some(dir) = corpus_dir() else { return };
+    let Some(dir) = common::shared_corpus("tar-corpus") else {
+        return;
+    };
     let have_gnu_tar = common::find_tool("tar").is_some();
     let tmp = tempfile::tempdir().expect("tmp");
     let (mut round_tripped, mut refused) = (0, 0);

@@ -51,6 +51,33 @@ pub fn require_tool(name: &str) -> bool {
     false
 }
 
+/// The corpus `name` (`composefs-dumps`, `tar-corpus`) in `shared/`, the directory beside this
+/// checkout, for a test that needs it.
+///
+/// Returns its path if it is there. If not: when the environment variable `CI` is set, this
+/// panics and the test fails; otherwise it prints `skipping: ...` to stderr (uncaptured, as
+/// [`require_tool`] does) and returns `None`, and the test should return early.
+pub fn shared_corpus(name: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared")
+        .join(name);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "the corpus {name} is missing at {} and CI is set",
+            dir.display()
+        );
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping: corpus {name} not found at {}",
+        dir.display()
+    );
+    None
+}
+
 /// Runs `cfsctl --repo REPO ARGS...` (the binary under test), with stdin closed and `CFS_REPO`
 /// unset so only `--repo` decides the repository.
 pub fn cfsctl<S: AsRef<OsStr>>(repo: &Path, args: &[S]) -> Output {
