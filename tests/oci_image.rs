@@ -193,6 +193,31 @@ fn synthetic_image_compute_create_dump_mount() {
         "{err}"
     );
 
+    // `oci rm` removes every name of the image and every composefs image ref made for it
+    // (`oci/NAME`, also one made by config digest), so gc frees the composefs image too.
+    ok(&run(&repo, &["oci", "tag", "syn", "syn-copy"]));
+    assert_eq!(
+        ok(&run(&repo, &["oci", "create-image", &img.config_digest])),
+        id
+    );
+    let rm = ok(&run(&repo, &["oci", "rm", "syn-copy"]));
+    for line in [
+        "untagged syn\n",
+        "untagged syn-copy\n",
+        "removed image ref oci/syn\n",
+        &format!("removed image ref oci/{}\n", img.config_digest),
+    ] {
+        assert!(rm.contains(line), "{line:?} in {rm}");
+    }
+    let gc = ok(&run(&repo, &["gc"]));
+    assert!(gc.contains(&format!("removed image {hex}")), "{gc}");
+    assert!(!stored.exists());
+    // Pulled again (its layers come back from the layout) for the mount part.
+    ok(&run(
+        &repo,
+        &["oci", "pull", "-q", &layout.reference("syn"), "syn"],
+    ));
+
     if !is_root() {
         eprintln!("skipping the mount part: mounting needs root");
         return;
@@ -218,12 +243,15 @@ fn synthetic_image_compute_create_dump_mount() {
         0
     );
 
-    // gc while the image is mounted, with its stream name gone: the layer and config streams
-    // are collected, but the image ref (`oci/syn`, made by create-image and oci mount) keeps
-    // the EROFS image and every object it redirects to, so the mount still reads its files.
+    // gc while the image is mounted, with its names gone (`oci untag` removes the name and
+    // the image ref `oci/syn` that `oci mount` made): the layer and config streams are
+    // collected, but the mount keeps the EROFS image and every object it redirects to, so
+    // it still reads its files.
     ok(&run(&repo, &["oci", "untag", "syn"]));
+    assert!(!repo.join("images/refs/oci/syn").exists());
     let gc = ok(&run(&repo, &["gc"]));
     assert!(gc.contains("removed stream oci-config-sha256:"), "{gc}");
+    assert!(gc.contains(&format!("kept image {hex} (mounted")), "{gc}");
     assert!(stored.exists(), "the mounted image survives gc");
     // Forget cached lookups so the next read goes to the objects directory again.
     let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
@@ -237,6 +265,11 @@ fn synthetic_image_compute_create_dump_mount() {
         "{}",
         String::from_utf8_lossy(&fsck.stdout)
     );
+    // Unmounted, nothing keeps it.
+    drop(_m);
+    let gc = ok(&run(&repo, &["gc"]));
+    assert!(gc.contains(&format!("removed image {hex}")), "{gc}");
+    assert!(!stored.exists());
 }
 
 // ---------------------------------------------------------------------------------------------

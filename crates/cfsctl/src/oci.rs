@@ -46,12 +46,14 @@ pub enum OciCommand {
         /// The new name.
         name: String,
     },
-    /// Remove one name (the image stays while other names point at it).
+    /// Remove one name (the image stays while other names point at it), with the composefs
+    /// image ref `oci/NAME` that `oci create-image`/`oci mount` made.
     Untag {
         /// The name.
         name: String,
     },
-    /// Remove an image: every name that points at it. `cfsctl gc` then frees the space.
+    /// Remove an image: every name that points at it and every composefs image ref (`oci/...`)
+    /// made for it. `cfsctl gc` then frees the space (unless the image is mounted).
     Rm {
         /// Name, image ID or digest.
         name: String,
@@ -499,9 +501,21 @@ pub fn run(repo: &Repository, cmd: OciCommand) -> Result<()> {
                 _ => bail!("no image named {name:?} (see `cfsctl oci images`)"),
             }
             repo.remove_stream_ref(&name)?;
+            // The composefs image `oci create-image`/`oci mount` made under this name.
+            repo.remove_image_ref(&image_ref_name(&name))?;
         }
         OciCommand::Rm { name } => {
             let cid = store::resolve(repo, &name)?;
+            // The composefs image refs (`oci/X`) whose X names this image, found before the
+            // names go.
+            let mut image_refs = Vec::new();
+            for r in repo.list_image_refs()? {
+                if let Some(x) = r.name.strip_prefix(&image_ref_name(""))
+                    && store::resolve(repo, x).is_ok_and(|c| c == cid)
+                {
+                    image_refs.push(r.name);
+                }
+            }
             let mut removed = 0;
             for (n, c) in store::names(repo)? {
                 if c == cid {
@@ -510,8 +524,12 @@ pub fn run(repo: &Repository, cmd: OciCommand) -> Result<()> {
                     removed += 1;
                 }
             }
-            if removed == 0 {
+            if removed == 0 && image_refs.is_empty() {
                 bail!("{name:?} has no names to remove");
+            }
+            for r in image_refs {
+                repo.remove_image_ref(&r)?;
+                println!("removed image ref {r}");
             }
             eprintln!(
                 "removed {}; run `cfsctl gc` to free its space",
