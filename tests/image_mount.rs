@@ -2,35 +2,16 @@
 //! holding every kind of file is stored with `create-image`, mounted, and compared with the
 //! source file by file — type, content, permission bits, owner, mtime with nanoseconds,
 //! xattrs (including escaped `trusted.overlay.*`), symlink targets, device numbers and hardlink
-//! groups. Mounting a wrong or corrupted image fails.
+//! groups. Mounting a wrong or corrupted image fails. gc keeps an image that only a mount
+//! uses (also one in another mount namespace), and a repository on tmpfs mounts through a loop
+//! device.
 
 mod common;
 
 use common::snapshot::{assert_same, snapshot};
-use common::{cfsctl, ok};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use common::{Mounted, cfsctl, ok};
 
-/// Whether we can mount; says why not (uncaptured, so it shows in a plain `cargo test`).
-fn can_mount() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipping: mounting needs root (run the tests as root to include them)"
-    );
-    false
-}
-
-/// Unmounts (lazily) when dropped, so a failing assertion leaves no mount behind.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-    }
-}
+use std::path::Path;
 
 fn set_mtime(path: &Path, sec: i64, nsec: i64) {
     let t = rustix::fs::Timespec {
@@ -149,7 +130,7 @@ fn compare(src: &Path, mnt: &Path) {
 
 #[test]
 fn mounted_image_matches_its_source() {
-    if !can_mount() {
+    if !common::root_or_skip("mount tests") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
@@ -207,7 +188,7 @@ fn mounted_image_matches_its_source() {
 
 #[test]
 fn wrong_or_corrupt_images_do_not_mount() {
-    if !can_mount() {
+    if !common::root_or_skip("mount tests") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
@@ -278,7 +259,7 @@ impl Drop for MountInOtherNamespace {
 
 #[test]
 fn gc_keeps_images_in_use_by_mounts_without_refs() {
-    if !can_mount() || !common::require_tool("unshare") {
+    if !common::root_or_skip("mount tests") || !common::require_tool("unshare") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
@@ -373,7 +354,7 @@ fn loop_devices_under(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_repository_on_tmpfs_mounts_through_a_loop_device() {
-    if !can_mount() {
+    if !common::root_or_skip("mount tests") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");

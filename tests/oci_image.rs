@@ -15,7 +15,7 @@ mod common;
 mod oci_layout;
 
 use common::snapshot::{assert_same, snapshot};
-use common::{cfsctl, ok};
+use common::{Mounted, cfsctl, fixtures, ok};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -28,19 +28,6 @@ use oci_layout::{AMD64, Comp, OciLayout, layer};
 fn run(repo: &Path, args: &[&str]) -> Output {
     let a: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
     cfsctl(repo, &a)
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// Unmounts (lazily) when dropped, so a failing assertion leaves no mount behind.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-    }
 }
 
 /// A tar of entries: `(path, kind, data or link target)`, kind `d` directory, `f` file, `h`
@@ -218,8 +205,7 @@ fn synthetic_image_compute_create_dump_mount() {
         &["oci", "pull", "-q", &layout.reference("syn"), "syn"],
     ));
 
-    if !is_root() {
-        eprintln!("skipping the mount part: mounting needs root");
+    if !common::root_or_skip("the mount part") {
         return;
     }
     let mnt = tmp.path().join("mnt");
@@ -274,24 +260,6 @@ fn synthetic_image_compute_create_dump_mount() {
 
 // ---------------------------------------------------------------------------------------------
 // The Debian fixture.
-
-/// The fixture directory, or `None` (skip) when it is not built and CI is not set.
-fn fixtures() -> Option<(PathBuf, serde_json::Value)> {
-    let root = std::env::var_os("CFS_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures"));
-    let Ok(json) = std::fs::read(root.join("fixtures.json")) else {
-        if std::env::var_os("CI").is_some() {
-            panic!("{} missing: run cargo xtask fixtures", root.display());
-        }
-        eprintln!(
-            "skipping: no fixtures in {} (cargo xtask fixtures)",
-            root.display()
-        );
-        return None;
-    };
-    Some((root, serde_json::from_slice(&json).expect("fixtures.json")))
-}
 
 fn tool(cmd: &mut Command) {
     let out = cmd.stdin(Stdio::null()).output().expect("run tool");
@@ -383,8 +351,8 @@ fn set_root_metadata(dir: &Path) {
 /// directory; the mounted image equal to `umoci unpack`, file by file.
 #[test]
 fn debian_fixture_same_tree_same_id_and_mount_matches_umoci() {
-    if !is_root() {
-        eprintln!("skipping: needs root (mounting, extracting files owned by other users)");
+    if !common::root_or_skip("the Debian fixture test (mounting, extracting files of other owners)")
+    {
         return;
     }
     let Some((fixtures, json)) = fixtures() else {

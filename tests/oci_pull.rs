@@ -683,20 +683,9 @@ fn debian_fixture_cold_and_warm() {
     if !skopeo_ok() {
         return;
     }
-    let root = std::env::var_os("CFS_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures"));
-    let Ok(json) = std::fs::read(root.join("fixtures.json")) else {
-        if std::env::var_os("CI").is_some() {
-            panic!("{} missing: run cargo xtask fixtures", root.display());
-        }
-        eprintln!(
-            "skipping: no fixtures in {} (cargo xtask fixtures)",
-            root.display()
-        );
+    let Some((root, fixtures)) = common::fixtures() else {
         return;
     };
-    let fixtures: serde_json::Value = serde_json::from_slice(&json).expect("fixtures.json");
     let images = fixtures["images"].as_array().expect("images");
     let find = |tag: &str| {
         images

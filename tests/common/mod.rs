@@ -101,3 +101,47 @@ pub fn ok(out: &Output) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Whether the tests run as root; if not, says that `what` is skipped and why (uncaptured,
+/// so it shows in a plain `cargo test`).
+pub fn root_or_skip(what: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping {what}: needs root (run the tests as root to include it)"
+    );
+    false
+}
+
+/// A mount point, unmounted (lazily) when dropped, so a failing assertion leaves no mount
+/// behind.
+pub struct Mounted(pub PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+/// The Debian fixtures (`cargo xtask fixtures`): their directory (`$CFS_FIXTURES`, else
+/// `target/fixtures`) and `fixtures.json`; `None` (skip, with a message) when they are not
+/// built, and a panic under `CI`, where they must be.
+pub fn fixtures() -> Option<(PathBuf, serde_json::Value)> {
+    let root = std::env::var_os("CFS_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures"));
+    let Ok(json) = std::fs::read(root.join("fixtures.json")) else {
+        if std::env::var_os("CI").is_some() {
+            panic!("{} missing: run cargo xtask fixtures", root.display());
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipping: no fixtures in {} (cargo xtask fixtures)",
+            root.display()
+        );
+        return None;
+    };
+    Some((root, serde_json::from_slice(&json).expect("fixtures.json")))
+}
