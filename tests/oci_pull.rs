@@ -1,7 +1,7 @@
 //! End-to-end tests of `cfsctl oci pull` and the image commands against real skopeo: OCI
 //! layouts written by the test (every compression, manifest lists, artifacts), a real
-//! `docker-registry`, the other skopeo transports, verification failures, killed pulls, and
-//! the Debian fixtures when they are built.
+//! `docker-registry`, the other skopeo transports (containers-storage too, as root),
+//! verification failures, killed pulls, and the Debian fixtures when they are built.
 
 mod common;
 #[path = "common/oci_layout.rs"]
@@ -630,6 +630,43 @@ fn registry_and_other_transports() {
         assert!(err.contains("fetched 0 blobs"), "{image}: {err}");
     }
     fsck_ok(&repo);
+}
+
+/// containers-storage (podman's store, here a private one with the vfs driver) serves layers
+/// only uncompressed, by diff_id: the pull asks for them so and gets the same image, layers
+/// and composefs image ID as from the OCI layout it was copied from.
+#[test]
+fn containers_storage_transport() {
+    if !skopeo_ok() || !common::root_or_skip("the containers-storage test (a vfs store)") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut layout = OciLayout::create(&tmp.path().join("layout"));
+    let img = sample_image(&mut layout, "app", 41);
+    let store = format!(
+        "containers-storage:[vfs@{}+{}]",
+        tmp.path().join("storage").display(),
+        tmp.path().join("run").display()
+    );
+    let image = format!("{store}localhost/app:1");
+    skopeo(&["copy", "-q", &layout.reference("app"), &image]);
+
+    let repo = new_repo(tmp.path(), "repo");
+    let (id, err) = pull(&repo, &[&image, "app"]);
+    assert_eq!(id, img.config_digest, "{err}");
+    check_layers(&repo, &diff_ids(&img));
+    fsck_ok(&repo);
+    let (_, err) = pull(&repo, &[&image]);
+    assert!(err.contains("fetched 0 blobs"), "{err}");
+
+    // The same image from the layout, in another repository: same composefs image.
+    let other = new_repo(tmp.path(), "other");
+    let (other_id, _) = pull(&other, &[&layout.reference("app"), "app"]);
+    assert_eq!(other_id, id);
+    assert_eq!(
+        ok(&cfsctl(&repo, &["oci", "compute-id", "app"])),
+        ok(&cfsctl(&other, &["oci", "compute-id", "app"]))
+    );
 }
 
 #[test]

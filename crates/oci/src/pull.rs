@@ -45,7 +45,7 @@ use crate::manifest::{
     parse_manifest, parse_top_level, sha256_hex,
 };
 use crate::progress::PullProgress;
-use crate::reference::{ImageRef, ReferenceError};
+use crate::reference::{ImageRef, ReferenceError, Transport};
 use crate::tar::TarError;
 
 /// `oci-config-sha256:<hex>`.
@@ -829,7 +829,9 @@ struct Job {
     /// `sha256:<hex>`.
     digest: String,
     hex: String,
+    /// The blob's size (when `exact_size`; otherwise 0 and the blob is read to its end).
     size: u64,
+    exact_size: bool,
     /// For a tar layer: the diff_id hex it must have. `None`: an artifact blob.
     diff_id: Option<String>,
 }
@@ -841,6 +843,8 @@ struct Done {
     index: usize,
     content_id: String,
     stream: ObjectId,
+    /// The blob's bytes as fetched.
+    bytes: u64,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -958,6 +962,7 @@ async fn cold_pull<'scope, 'env>(
                 digest: d.digest().to_string(),
                 hex,
                 size: d.size(),
+                exact_size: true,
                 diff_id: None,
             });
         }
@@ -996,6 +1001,11 @@ async fn cold_pull<'scope, 'env>(
                 diff_ids: config.rootfs.diff_ids.len(),
             });
         }
+        let uncompressed = if iref.transport == Transport::ContainersStorage {
+            Some(uncompressed_layers(ctx, &proxy, &oimg, &config.rootfs.diff_ids).await?)
+        } else {
+            None
+        };
         for (index, (d, diff_id)) in m.layers().iter().zip(&config.rootfs.diff_ids).enumerate() {
             let hex = sha256_hex(d.digest().as_ref())
                 .map_err(ctx.manifest_err())?
@@ -1022,12 +1032,24 @@ async fn cold_pull<'scope, 'env>(
                 ctx.progress.blob_skipped(index, d.digest().as_ref());
                 continue;
             }
+            // From containers-storage the layer comes uncompressed, named by its diff_id.
+            let (digest, hex, size, exact_size) =
+                match uncompressed.as_ref().and_then(|u| u.get(index)) {
+                    Some(&size) => (
+                        diff_id.clone(),
+                        diff_hex.clone(),
+                        size.unwrap_or(0),
+                        size.is_some(),
+                    ),
+                    None => (d.digest().to_string(), hex, d.size(), true),
+                };
             jobs_list.push(Job {
                 index,
                 label: format!("layer {index}"),
-                digest: d.digest().to_string(),
+                digest,
                 hex,
-                size: d.size(),
+                size,
+                exact_size,
                 diff_id: Some(diff_hex),
             });
         }
@@ -1035,7 +1057,6 @@ async fn cold_pull<'scope, 'env>(
     }
     jobs_list.sort_by(|a, b| b.size.cmp(&a.size).then(a.index.cmp(&b.index)));
     let fetched = jobs_list.len();
-    let fetched_bytes = jobs_list.iter().map(|j| j.size).sum();
 
     let done = match fetch_blobs(scope, ctx, pool, &proxy, &oimg, jobs_list, jobs).await {
         Ok(done) => done,
@@ -1096,7 +1117,7 @@ async fn cold_pull<'scope, 'env>(
         platform: None,
         artifact,
         fetched,
-        fetched_bytes,
+        fetched_bytes: done.iter().map(|d| d.bytes).sum(),
         reused,
     };
     if artifact {
@@ -1297,8 +1318,9 @@ impl Read for ChannelReader {
     }
 }
 
-/// Moves exactly `size` bytes (or fewer, if the blob ends early) from the proxy into the
-/// channel; returns the reader so the rest can be drained while the proxy finishes.
+/// Moves exactly `size` bytes (or fewer, if the blob ends early; or, without `exact_size`,
+/// everything up to the end) from the proxy into the channel; returns the reader so the rest
+/// can be drained while the proxy finishes.
 async fn pump<R: AsyncRead + Unpin>(
     mut reader: R,
     job: &Job,
@@ -1307,9 +1329,14 @@ async fn pump<R: AsyncRead + Unpin>(
 ) -> R {
     let mut buf = vec![0u8; CHUNK];
     let mut got = 0u64;
-    while got < job.size {
-        let want = usize::try_from(job.size - got).unwrap_or(CHUNK).min(CHUNK);
+    while !job.exact_size || got < job.size {
+        let want = if job.exact_size {
+            usize::try_from(job.size - got).unwrap_or(CHUNK).min(CHUNK)
+        } else {
+            CHUNK
+        };
         match reader.read(&mut buf[..want]).await {
+            Ok(0) if !job.exact_size => break,
             Ok(0) => {
                 let _ = tx.send(Msg::Short).await;
                 return reader;
@@ -1569,7 +1596,58 @@ fn process(
         index: job.index,
         content_id,
         stream,
+        bytes: count,
     })
+}
+
+/// The sizes of an image's layers as containers-storage serves them (`None`: not known).
+///
+/// containers-storage keeps layers unpacked: it serves a layer only by its *uncompressed*
+/// digest (the diff_id), as an uncompressed tar, and cannot re-create the compressed blob the
+/// manifest names (c/image's storage source says as much; `skopeo copy` asks for
+/// `LayerInfosForCopy` for the same reason). So each layer is fetched by its diff_id and
+/// checked against it (both as the blob's digest and as the tar's), which is all such a
+/// source can prove. The proxy's `GetLayerInfo` (skopeo 1.10+) gives the sizes; each of its
+/// layers must be the config's diff_id at its position. Older proxies lack it: then the
+/// sizes are unknown and each blob is read to its end.
+async fn uncompressed_layers(
+    ctx: &Ctx<'_>,
+    proxy: &ImageProxy,
+    oimg: &OpenedImage,
+    diff_ids: &[String],
+) -> Result<Vec<Option<u64>>, PullError> {
+    // A size the store does not know comes as -1, which the proxy crate cannot parse: then
+    // the sizes are unknown, as without GetLayerInfo (the digests decide either way).
+    let Ok(Some(infos)) = proxy.get_layer_info(oimg).await else {
+        return Ok(vec![None; diff_ids.len()]);
+    };
+    if infos.len() != diff_ids.len() {
+        return Err(PullError::LayerCount {
+            image: ctx.image.clone(),
+            layers: infos.len(),
+            diff_ids: diff_ids.len(),
+        });
+    }
+    infos
+        .iter()
+        .zip(diff_ids)
+        .enumerate()
+        .map(|(index, (info, diff_id))| {
+            if info.digest.to_string() == *diff_id {
+                Ok(Some(info.size))
+            } else {
+                Err(PullError::Fetch {
+                    image: ctx.image.clone(),
+                    layer: format!("layer {index}"),
+                    digest: diff_id.clone(),
+                    message: format!(
+                        "containers-storage has layer {} here, not the config's diff_id",
+                        info.digest
+                    ),
+                })
+            }
+        })
+        .collect()
 }
 
 /// Fetches, verifies and registers every job; at most `parallel` at a time.
@@ -1589,6 +1667,14 @@ async fn fetch_blobs<'scope, 'env>(
         return Ok(Vec::new());
     }
     let mut done = Vec::new();
+    // Blobs of unknown size: the proxy, told 0 bytes, always complains at FinishPipe. Their
+    // bytes are verified here by digest, which is what decides (the complaint still explains
+    // a failure).
+    let size_unknown: HashSet<usize> = jobs
+        .iter()
+        .filter(|j| !j.exact_size)
+        .map(|j| j.index)
+        .collect();
     // Request every blob before the first FinishPipe (see the module docs).
     let mut queue = VecDeque::new();
     let mut labels: BTreeMap<usize, (String, String)> = BTreeMap::new();
@@ -1721,7 +1807,10 @@ async fn fetch_blobs<'scope, 'env>(
             finish_errors.insert(index, m);
         }
     }
-    if let Some((index, m)) = finish_errors.into_iter().next() {
+    if let Some((index, m)) = finish_errors
+        .into_iter()
+        .find(|(index, _)| !size_unknown.contains(index))
+    {
         let (layer, digest) = labels.remove(&index).unwrap_or_default();
         // The proxy's verdict on a blob we verified ourselves is odd but decisive: keep only
         // the others.
