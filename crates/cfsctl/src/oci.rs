@@ -217,11 +217,15 @@ impl PullProgress for Bars {
     }
 
     fn blob_started(&self, index: usize, digest: &str, size: u64) {
-        let style = ProgressStyle::with_template(
-            "{prefix:>9} {msg:12} [{bar:30}] {bytes:>10}/{total_bytes:10} {bytes_per_sec:>11}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+        // Size 0: not known in advance (containers-storage layers): bytes so far, no bar.
+        let template = if size == 0 {
+            "{prefix:>9} {msg:12} {spinner:^32} {bytes:>10}            {bytes_per_sec:>11}"
+        } else {
+            "{prefix:>9} {msg:12} [{bar:30}] {bytes:>10}/{total_bytes:10} {bytes_per_sec:>11}"
+        };
+        let style = ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
         let pb = self.multi.add(ProgressBar::new(size));
         pb.set_style(style);
         pb.set_prefix(label(index));
@@ -244,7 +248,12 @@ impl PullProgress for Bars {
         if let Ok(bars) = self.bars.lock()
             && let Some(b) = bars.get(&index)
         {
-            b.finish();
+            if b.length() == Some(0) {
+                // Unknown size: keep the count (finishing would set it to the length, 0).
+                b.abandon();
+            } else {
+                b.finish();
+            }
         }
     }
 
