@@ -257,9 +257,28 @@ impl Drop for MountInOtherNamespace {
     }
 }
 
+/// Starts `cmd`, waits until it prints `ready`; returns it (killed on drop) and its pid.
+fn spawn_ready(cmd: &mut std::process::Command) -> (MountInOtherNamespace, u32) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let pid = child.id();
+    let holder = MountInOtherNamespace(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("read");
+    assert_eq!(line.trim(), "ready", "{cmd:?} did not get ready");
+    (holder, pid)
+}
+
 #[test]
 fn gc_keeps_images_in_use_by_mounts_without_refs() {
-    if !common::root_or_skip("mount tests") || !common::require_tool("unshare") {
+    if !common::root_or_skip("mount tests")
+        || !common::require_tool("unshare")
+        || !common::require_tool("nsenter")
+        || !common::require_tool("busybox")
+    {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
@@ -305,16 +324,14 @@ fn gc_keeps_images_in_use_by_mounts_without_refs() {
         repo.display(),
         ns_mnt.display()
     );
-    let mut child = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("unshare");
-    let stdout = child.stdout.take().expect("stdout");
-    let holder = MountInOtherNamespace(child);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("read");
-    assert_eq!(line.trim(), "ready", "mount in the other namespace failed");
+    let (holder, _) = spawn_ready(std::process::Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
     let own = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!own.contains(&id), "the mount leaked into this namespace");
     let listed = run(&["mounts".as_ref()]);
@@ -326,8 +343,126 @@ fn gc_keeps_images_in_use_by_mounts_without_refs() {
     assert!(gc.contains(&format!("kept image {id} (mounted")), "{gc}");
     assert!(gc.contains("removed 0 objects"), "{gc}");
 
-    // Once no mount uses it, the image and its objects go.
     drop(holder);
+
+    // A namespace whose only process is chrooted away from the mount, while another process
+    // of it (entered with nsenter, so at the namespace's root) uses the mount: the chrooted
+    // process's table does not show the mount, the other's does.
+    let chroot = tmp.path().join("chroot");
+    std::fs::create_dir(&chroot).expect("mkdir");
+    std::fs::copy("/bin/busybox", chroot.join("busybox")).expect("copy busybox");
+    let script = format!(
+        "'{}' --repo '{}' mount {id} '{}' && echo ready && exec chroot '{}' /busybox sleep 600",
+        env!("CARGO_BIN_EXE_cfsctl"),
+        repo.display(),
+        ns_mnt.display(),
+        chroot.display()
+    );
+    let (chrooted, pid) = spawn_ready(std::process::Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    let (user, _) = spawn_ready(std::process::Command::new("nsenter").args([
+        "-t",
+        &pid.to_string(),
+        "-m",
+        "sh",
+        "-c",
+        &format!("cd '{}' && echo ready && exec sleep 600", ns_mnt.display()),
+    ]));
+    let gc = run(&["gc".as_ref()]);
+    assert!(gc.contains(&format!("kept image {id} (mounted")), "{gc}");
+    assert!(gc.contains("removed 0 objects"), "{gc}");
+    drop(user);
+    drop(chrooted);
+
+    // A namespace no process is in, kept by a bind mount of its nsfs file
+    // (`unshare --mount=FILE`, which needs the file on a private mount).
+    let pin = tmp.path().join("pin");
+    std::fs::create_dir(&pin).expect("mkdir");
+    let status = |cmd: &mut std::process::Command| {
+        let out = cmd.output().expect("run");
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    status(
+        std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(&pin)
+            .arg(&pin),
+    );
+    let _pin = Mounted(pin.clone());
+    status(
+        std::process::Command::new("mount")
+            .arg("--make-private")
+            .arg(&pin),
+    );
+    std::fs::write(pin.join("ns"), b"").expect("touch");
+    status(
+        std::process::Command::new("unshare")
+            .arg(format!("--mount={}", pin.join("ns").display()))
+            .args(["--propagation", "private"])
+            .arg(env!("CARGO_BIN_EXE_cfsctl"))
+            .arg("--repo")
+            .arg(&repo)
+            .args(["mount", &id])
+            .arg(&ns_mnt),
+    );
+    let pinned = Mounted(pin.join("ns"));
+    let listed = run(&["mounts".as_ref()]);
+    assert!(
+        listed.contains(&format!("{id}\t{}\t(namespace mnt:[", ns_mnt.display())),
+        "{listed}"
+    );
+    let gc = run(&["gc".as_ref()]);
+    assert!(gc.contains(&format!("kept image {id} (mounted")), "{gc}");
+    assert!(gc.contains("removed 0 objects"), "{gc}");
+    drop(pinned);
+
+    // A mount source names anything its maker likes (an unprivileged user can mount an
+    // overlay in a user namespace): one naming an object that is not an image does not stop
+    // gc, nor keep anything.
+    let digest = ok(&cfsctl(
+        &repo,
+        &["digest".as_ref(), src.join("dir/big").as_os_str()],
+    ));
+    let object = digest.split(' ').next().expect("digest").to_owned();
+    let (lower, upper, fake) = (
+        tmp.path().join("l1"),
+        tmp.path().join("l2"),
+        tmp.path().join("fake"),
+    );
+    for d in [&lower, &upper, &fake] {
+        std::fs::create_dir(d).expect("mkdir");
+    }
+    let options =
+        std::ffi::CString::new(format!("lowerdir={}:{}", lower.display(), upper.display()))
+            .expect("options");
+    rustix::mount::mount(
+        format!("cfs:{object}").as_str(),
+        &fake,
+        "overlay",
+        rustix::mount::MountFlags::RDONLY,
+        Some(options.as_c_str()),
+    )
+    .expect("mount the fake overlay");
+    let _fake = Mounted(fake.clone());
+    let listed = run(&["mounts".as_ref()]);
+    assert!(listed.contains(&object[7..]), "{listed}");
+    let gc = run(&["gc".as_ref(), "--dry-run".as_ref()]);
+    assert!(
+        !gc.contains(&format!("kept image {}", &object[7..])),
+        "{gc}"
+    );
+
+    // Once no mount uses it, the image and its objects go.
     let gc = run(&["gc".as_ref()]);
     assert!(gc.contains(&format!("removed image {id}")), "{gc}");
     assert!(!gc.contains("removed 0 objects"), "{gc}");
