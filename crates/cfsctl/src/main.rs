@@ -295,8 +295,39 @@ fn main() -> ExitCode {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(Failed)) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("cfsctl: error: {e:#}");
+            eprintln!("cfsctl: error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes, joined by `: `, leaving out a cause whose text the message
+/// before it already ends with (library errors often show their source in their own text).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_leaves_out_repeated_causes() {
+        let inner = std::io::Error::other("disk on fire");
+        let e = anyhow::Error::new(inner).context("writing x: disk on fire");
+        assert_eq!(error_chain(&e), "writing x: disk on fire");
+        let e = anyhow::anyhow!("root cause").context("outer");
+        assert_eq!(error_chain(&e), "outer: root cause");
     }
 }

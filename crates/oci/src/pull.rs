@@ -1406,19 +1406,19 @@ impl Read for ChunkReader {
 
 /// The decompressing thread of a layer: sniffs and decompresses `comp` into chunks for the
 /// parser until the end, an error (sent on as the last message) or the parser hanging up.
-/// More than `limit` uncompressed bytes is an error.
+/// Past `limit` uncompressed bytes it stops and returns `true` (the caller reports the bound).
 fn decompress_into(
     comp: &mut HashingReader<ChannelReader>,
     tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
     recycle: std::sync::mpsc::Receiver<Vec<u8>>,
     limit: u64,
-) {
+) -> bool {
     let mut total = 0u64;
     let mut dec = match Decompressor::new(comp) {
         Ok((d, _kind)) => d,
         Err(e) => {
             let _ = tx.send(Err(e));
-            return;
+            return false;
         }
     };
     loop {
@@ -1441,21 +1441,18 @@ fn decompress_into(
         chunk.truncate(n);
         total += n as u64;
         if total > limit {
-            let _ = tx.send(Err(io::Error::other(format!(
-                "the layer decompresses to more than {limit} bytes (the bound set by \
-                 --max-layer-size)"
-            ))));
-            return;
+            // Dropping `tx` ends the splitter's input; the caller reports the bound.
+            return true;
         }
         if n > 0 && tx.send(Ok(chunk)).is_err() {
-            return;
+            return false;
         }
         if let Some(e) = failure {
             let _ = tx.send(Err(e));
-            return;
+            return false;
         }
         if n < TAR_CHUNK {
-            return;
+            return false;
         }
     }
 }
@@ -1473,6 +1470,8 @@ fn process(
     let image = &ctx.image;
     let mut comp = HashingReader::new(ChannelReader::new(rx));
     enum Failure {
+        /// Past `--max-layer-size`: decided without reading the rest of the blob.
+        Bound(io::Error),
         Decompress(io::Error),
         Tar(TarError),
         Repo(cfs_repository::Error),
@@ -1498,10 +1497,19 @@ fn process(
             // The reader is consumed: when the splitter stops (done or failed) the
             // decompressor's sends fail and it stops too.
             let imported = split_layer_with_pool(repo, input, pool);
-            if decompressor.join().is_err() {
-                return Err(Failure::Io(io::Error::other(
-                    "the decompressing thread panicked",
-                )));
+            match decompressor.join() {
+                Err(_) => {
+                    return Err(Failure::Io(io::Error::other(
+                        "the decompressing thread panicked",
+                    )));
+                }
+                Ok(true) => {
+                    return Err(Failure::Bound(io::Error::other(format!(
+                        "the layer decompresses to more than {limit} bytes (the bound set by \
+                         --max-layer-size)"
+                    ))));
+                }
+                Ok(false) => {}
             }
             let imported = imported.map_err(|e| match e {
                 // Errors reading the decompressed stream come from the decoder (or the
@@ -1523,6 +1531,18 @@ fn process(
             s.write_reference(id, job.size).map_err(Failure::Repo)?;
             Ok((s.finish().map_err(Failure::Repo)?, None))
         })(),
+    };
+    let outcome = match outcome {
+        // Past the bound: stop here, rather than read the rest of a blob that may not end.
+        Err(Failure::Bound(source)) => {
+            return Err(PullError::Decompress {
+                image: image.clone(),
+                layer: job.index,
+                digest: job.hex.clone(),
+                source,
+            });
+        }
+        other => other,
     };
     // Read what the consumer left, so the digest covers the whole blob.
     let _ = io::copy(&mut comp, &mut io::sink());
@@ -1554,7 +1574,7 @@ fn process(
         });
     }
     let (stream, diff_id) = outcome.map_err(|f| match f {
-        Failure::Decompress(source) => PullError::Decompress {
+        Failure::Bound(source) | Failure::Decompress(source) => PullError::Decompress {
             image: image.clone(),
             layer: job.index,
             digest: job.hex.clone(),
