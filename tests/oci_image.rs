@@ -180,6 +180,25 @@ fn synthetic_image_compute_create_dump_mount() {
         "{err}"
     );
 
+    // Pointing a name at another image (by tag or by pull) drops the composefs image ref
+    // made under it: it described the old image, and would keep it alive.
+    let moving = repo.join("images/refs/oci/moving");
+    ok(&run(&repo, &["oci", "tag", "syn", "moving"]));
+    ok(&run(&repo, &["oci", "create-image", "moving"]));
+    assert!(moving.exists());
+    ok(&run(&repo, &["oci", "tag", "syn", "moving"]));
+    assert!(moving.exists(), "the same image again: still valid");
+    ok(&run(&repo, &["oci", "tag", "bad", "moving"]));
+    assert!(!moving.exists());
+    ok(&run(&repo, &["oci", "tag", "syn", "moving"]));
+    ok(&run(&repo, &["oci", "create-image", "moving"]));
+    ok(&run(
+        &repo,
+        &["oci", "pull", "-q", &layout.reference("bad"), "moving"],
+    ));
+    assert!(!moving.exists());
+    ok(&run(&repo, &["oci", "untag", "moving"]));
+
     // `oci rm` removes every name of the image and every composefs image ref made for it
     // (`oci/NAME`, also one made by config digest), so gc frees the composefs image too.
     ok(&run(&repo, &["oci", "tag", "syn", "syn-copy"]));

@@ -205,7 +205,12 @@ pub fn remove_images(repo: &Repository, names: &[String]) -> Result<()> {
                     }
                 }
                 if removed.is_empty() && !repo.list_images()?.contains(&id) {
-                    anyhow::bail!("no image {name} (see `cfsctl images`)");
+                    // Not an image: perhaps a ref whose name looks like an ID.
+                    if repo.remove_image_ref(name).unwrap_or(false) {
+                        removed.push(name.clone());
+                    } else {
+                        anyhow::bail!("no image or image ref {name} (see `cfsctl images`)");
+                    }
                 }
                 removed
             }

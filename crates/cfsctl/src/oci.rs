@@ -137,11 +137,6 @@ pub struct PullArgs {
     quiet: bool,
 }
 
-/// The image ref `oci create-image NAME` and `oci mount NAME` set: `oci/NAME`.
-pub fn image_ref_name(name: &str) -> String {
-    format!("oci/{name}")
-}
-
 /// Merges the image's layers into a tree.
 fn tree(repo: &Repository, name: &str) -> Result<cfs_image::FileSystem> {
     cfs_oci::tree::image_tree(repo, name).with_context(|| format!("building the tree of {name}"))
@@ -151,7 +146,7 @@ fn tree(repo: &Repository, name: &str) -> Result<cfs_image::FileSystem> {
 fn create_image(repo: &Repository, name: &str) -> Result<cfs_repository::ObjectId> {
     let fs = tree(repo, name)?;
     let id = cfs_image::repo::store_image(repo, &fs, cfs_image::FormatOptions::default())?;
-    repo.set_image_ref(&image_ref_name(name), &id)?;
+    repo.set_image_ref(&store::image_ref_name(name), &id)?;
     Ok(id)
 }
 
@@ -501,7 +496,7 @@ pub fn run(repo: &Repository, cmd: OciCommand) -> Result<()> {
         }
         OciCommand::Tag { source, name } => {
             let cid = store::resolve(repo, &source)?;
-            repo.set_stream_ref(&name, &cid)?;
+            store::set_name(repo, &name, &cid)?;
         }
         OciCommand::Untag { name } => {
             match repo.stream_ref(&name)? {
@@ -511,7 +506,7 @@ pub fn run(repo: &Repository, cmd: OciCommand) -> Result<()> {
             }
             repo.remove_stream_ref(&name)?;
             // The composefs image `oci create-image`/`oci mount` made under this name.
-            repo.remove_image_ref(&image_ref_name(&name))?;
+            repo.remove_image_ref(&store::image_ref_name(&name))?;
         }
         OciCommand::Rm { name } => {
             let cid = store::resolve(repo, &name)?;
@@ -519,7 +514,7 @@ pub fn run(repo: &Repository, cmd: OciCommand) -> Result<()> {
             // names go.
             let mut image_refs = Vec::new();
             for r in repo.list_image_refs()? {
-                if let Some(x) = r.name.strip_prefix(&image_ref_name(""))
+                if let Some(x) = r.name.strip_prefix(&store::image_ref_name(""))
                     && store::resolve(repo, x).is_ok_and(|c| c == cid)
                 {
                     image_refs.push(r.name);
@@ -542,7 +537,7 @@ pub fn run(repo: &Repository, cmd: OciCommand) -> Result<()> {
             }
             eprintln!(
                 "removed {}; run `cfsctl gc` to free its space",
-                short_digest(&cid)
+                short_digest(cid.rsplit_once('-').map_or(cid.as_str(), |(_, d)| d))
             );
         }
         OciCommand::Cat { name, layer } => {

@@ -75,15 +75,14 @@ fn kernel_log(log: &[String]) -> String {
 }
 
 /// How to mount.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct MountOptions {
     /// Pass `verity=require` to overlayfs: every file's object must have fs-verity with the
     /// digest the image records.
     pub require_verity: bool,
     /// The image being mounted: named in the overlay's `source`, so that gc sees the mount
-    /// and keeps the image's objects (see [`crate::mounts`]). Without it the source is `cfs`
-    /// and gc cannot tell which image the mount needs.
-    pub image: Option<ObjectId>,
+    /// and keeps the image's objects (see [`crate::mounts`]).
+    pub image: ObjectId,
 }
 
 /// A filesystem context (`fsopen`), which can tell what the kernel logged about it.
@@ -183,10 +182,7 @@ pub fn mount_overlay(
     let lower = fd_path(erofs);
     let data = fd_path(objects);
     let configure = |ctx: &FsContext, legacy: bool| -> Result<(), MountError> {
-        let source = options
-            .image
-            .map_or_else(|| "cfs".to_owned(), |id| overlay_source(&id));
-        ctx.set("source", &source)?;
+        ctx.set("source", &overlay_source(&options.image))?;
         ctx.set("metacopy", "on")?;
         ctx.set("redirect_dir", "on")?;
         if options.require_verity {
@@ -318,7 +314,7 @@ pub fn mount_image(repo: &Repository, name: &str, mountpoint: &Path) -> Result<(
         objects.as_fd(),
         MountOptions {
             require_verity: repo.verity() == VerityMode::Enforced,
-            image: Some(id),
+            image: id,
         },
     )?;
     attach(overlay.as_fd(), mountpoint)

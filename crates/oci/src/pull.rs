@@ -814,9 +814,7 @@ fn register_and_name(
         let pairs: Vec<(&str, ObjectId)> = reg.iter().map(|(c, o)| (c.as_str(), *o)).collect();
         ctx.repo.register_streams(&pairs).map_err(ctx.repo_err())?;
     }
-    ctx.repo
-        .set_stream_ref(name, target)
-        .map_err(ctx.repo_err())
+    crate::store::set_name(ctx.repo, name, target).map_err(ctx.repo_err())
 }
 
 /// One blob to fetch.

@@ -314,6 +314,25 @@ pub fn open(repo: &Repository, cid: &str) -> Result<StoredImage, StoreError> {
     }
 }
 
+/// The image ref that keeps the composefs image built from the image named `name` (by
+/// `cfsctl oci create-image`/`oci mount`): `oci/NAME`.
+pub fn image_ref_name(name: &str) -> String {
+    format!("oci/{name}")
+}
+
+/// Points the image name `name` at `target` (an `oci-config-…`/`oci-manifest-…` content id).
+/// If the name pointed at another image before, the composefs image ref made under it
+/// ([`image_ref_name`]) described that other image and is removed (the next `oci mount` or
+/// `oci create-image` makes it anew), so it neither goes stale nor keeps the old image alive.
+pub fn set_name(repo: &Repository, name: &str, target: &str) -> cfs_repository::Result<()> {
+    let before = repo.stream_ref(name)?;
+    repo.set_stream_ref(name, target)?;
+    if before.is_some_and(|b| b != target) {
+        repo.remove_image_ref(&image_ref_name(name))?;
+    }
+    Ok(())
+}
+
 /// Every name that points at an image or artifact, with its root content id, sorted by name.
 pub fn names(repo: &Repository) -> Result<Vec<(String, String)>, StoreError> {
     Ok(repo
