@@ -157,11 +157,14 @@ fn show_mounted(bin: &Path, repo: &Path, work: &Path) -> Result<bool> {
         return Ok(false);
     }
     let text = fs::read_to_string(mnt.join("hello.txt"));
-    run_command(Command::new("umount").arg(&mnt))?;
     print!(
         "(from the mounted image) {}",
         text.context("reading hello.txt from the mount")?
     );
+    println!("==> cfsctl images (the composefs image, its name, where it is mounted)");
+    let listed = run_command(cfsctl(bin, repo).arg("images"));
+    run_command(Command::new("umount").arg(&mnt))?;
+    listed?;
     Ok(true)
 }
 
