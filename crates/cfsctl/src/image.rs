@@ -206,7 +206,9 @@ pub fn remove_images(repo: &Repository, names: &[String]) -> Result<()> {
                 }
                 if removed.is_empty() && !repo.list_images()?.contains(&id) {
                     // Not an image: perhaps a ref whose name looks like an ID.
-                    if repo.remove_image_ref(name).unwrap_or(false) {
+                    let is_ref = cfs_repository::names::check_ref_name(name).is_ok()
+                        && repo.remove_image_ref(name)?;
+                    if is_ref {
                         removed.push(name.clone());
                     } else {
                         anyhow::bail!("no image or image ref {name} (see `cfsctl images`)");

@@ -247,9 +247,6 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
             for i in &report.images {
                 println!("{verb} image {i}");
             }
-            for w in &report.warnings {
-                eprintln!("warning: {w}");
-            }
             for i in &report.mounted {
                 println!("kept image {i} (mounted, no ref names it)");
             }

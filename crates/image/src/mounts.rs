@@ -3,24 +3,22 @@
 //! [`crate::mount`] gives every overlay it makes the source `cfs:<alg>:<image id>` (what
 //! `findmnt` shows in its SOURCE column). The kernel keeps no other trace of which image a
 //! mount serves: the EROFS mount is detached and overlayfs shows its layers as
-//! `/proc/self/fd/N`. [`mounted_images`] reads the mount table of every mount namespace it can
-//! see and returns the images named there:
-//!
-//! - every process's table (`/proc/PID/mountinfo`), once per namespace *and root*: a chrooted
-//!   process sees only the mounts under its root, so its table does not stand for the others
-//!   of its namespace;
-//! - namespaces no process is in, kept alive by a bind mount of their `nsfs` file
-//!   (`unshare --mount=FILE`, `ip netns`-style): entered with `setns` from a helper thread.
+//! `/proc/self/fd/N`. [`mounted_images`] reads the mount table of every process
+//! (`/proc/PID/mountinfo`), once per mount namespace *and root*: a chrooted process sees only
+//! the mounts under its root, so its table does not stand for the others of its namespace.
+//! Only procfs files are opened, so a hostile user cannot make the scan block or open
+//! anything else.
 //!
 //! Nothing is recorded on disk, so nothing goes stale when an image is unmounted with plain
 //! `umount`. What this cannot see: a mount already unmounted (also lazily, `umount -l`) that
-//! open files or a mount stacked on it still use, and namespaces of processes this user may not
-//! inspect. An image counts as mounted when an overlay names it, whichever repository the mount
-//! reads objects from: the scan keeps an image too many rather than one too few.
+//! open files or a mount stacked on it still use; namespaces no process of which shows the
+//! mount (no process in them, e.g. kept by a bind mount of their nsfs file, or only chrooted
+//! ones); and processes this user may not inspect. An image counts as mounted when an overlay
+//! names it, whichever repository the mount reads objects from: the scan keeps an image too
+//! many rather than one too few.
 
 use std::collections::HashSet;
 use std::io;
-use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -46,15 +44,6 @@ pub struct MountedImage {
     pub namespace: Option<String>,
 }
 
-/// What one mount table says: cfs overlays, and bind mounts of mount namespaces.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct MountTable {
-    /// (image, mount point) of every cfs overlay.
-    pub images: Vec<(ObjectId, PathBuf)>,
-    /// (`mnt:[INODE]`, mount point) of every `nsfs` bind mount of a mount namespace.
-    pub namespaces: Vec<(String, PathBuf)>,
-}
-
 /// Every image of `algorithm` mounted in any mount namespace this process can inspect.
 ///
 /// Fails only if the caller's own mount table cannot be read (no `/proc`): then nothing can be
@@ -72,16 +61,13 @@ pub fn mounted_images(algorithm: HashAlgorithm) -> io::Result<Vec<MountedImage>>
     let mut scan = Scan {
         algorithm,
         own_ns: own_ns.clone(),
-        namespaces_read: HashSet::new(),
         views_read: HashSet::new(),
-        pinned: Vec::new(),
         out: Vec::new(),
     };
     if let (Some(ns), Some(root)) = (&own_ns, root_of(&proc.join("self"))) {
-        scan.namespaces_read.insert(ns.clone());
         scan.views_read.insert((ns.clone(), root));
     }
-    scan.take(&own_table, own_ns.as_deref(), Path::new("/"));
+    scan.take(&own_table, own_ns.as_deref());
 
     // Every process's view (namespace and root) not read yet.
     if let Ok(entries) = std::fs::read_dir(proc) {
@@ -103,29 +89,13 @@ pub fn mounted_images(algorithm: HashAlgorithm) -> io::Result<Vec<MountedImage>>
                 continue;
             }
             // Marked as read only once read: a process that exits in between leaves the
-            // namespace to its other processes.
+            // view to its other processes.
             let Ok(table) = std::fs::read(dir.join("mountinfo")) else {
                 continue;
             };
             scan.views_read.insert(view);
-            scan.namespaces_read.insert(ns.clone());
-            scan.take(&table, Some(&ns), &dir.join("root"));
+            scan.take(&table, Some(&ns));
         }
-    }
-
-    // Namespaces that only a bind mount of their nsfs file keeps alive.
-    while let Some((ns, path)) = scan.pinned.pop() {
-        if scan.namespaces_read.contains(&ns) {
-            continue;
-        }
-        let Ok(table) = read_table_in_namespace(&path) else {
-            continue;
-        };
-        scan.namespaces_read.insert(ns.clone());
-        // Its paths are relative to its own root, which this process cannot name, so
-        // namespaces pinned inside it are not followed further.
-        let images = parse_mountinfo(&table, algorithm).images;
-        scan.found(images, Some(&ns));
     }
     Ok(scan.out)
 }
@@ -134,35 +104,25 @@ pub fn mounted_images(algorithm: HashAlgorithm) -> io::Result<Vec<MountedImage>>
 struct Scan {
     algorithm: HashAlgorithm,
     own_ns: Option<String>,
-    /// Namespaces read (`mnt:[INODE]`), and (namespace, root device and inode) views read.
-    namespaces_read: HashSet<String>,
+    /// (namespace `mnt:[INODE]`, root device and inode) views read.
     views_read: HashSet<(String, (u64, u64))>,
-    /// Bind-mounted namespaces seen: (`mnt:[INODE]`, a path that opens it from here).
-    pinned: Vec<(String, PathBuf)>,
     out: Vec<MountedImage>,
 }
 
 impl Scan {
-    /// Takes a table read in namespace `ns`, whose paths start at `base` from here.
-    fn take(&mut self, table: &[u8], ns: Option<&str>, base: &Path) {
-        let table = parse_mountinfo(table, self.algorithm);
-        self.found(table.images, ns);
-        for (pinned_ns, at) in table.namespaces {
-            let rel = at.strip_prefix("/").unwrap_or(&at);
-            self.pinned.push((pinned_ns, base.join(rel)));
-        }
-    }
-
-    fn found(&mut self, images: Vec<(ObjectId, PathBuf)>, ns: Option<&str>) {
+    /// Takes a table read in namespace `ns`.
+    fn take(&mut self, table: &[u8], ns: Option<&str>) {
         let namespace = ns
             .filter(|ns| Some(*ns) != self.own_ns.as_deref())
             .map(str::to_owned);
         self.out
-            .extend(images.into_iter().map(|(image, mountpoint)| MountedImage {
-                image,
-                mountpoint,
-                namespace: namespace.clone(),
-            }));
+            .extend(parse_mountinfo(table, self.algorithm).into_iter().map(
+                |(image, mountpoint)| MountedImage {
+                    image,
+                    mountpoint,
+                    namespace: namespace.clone(),
+                },
+            ));
     }
 }
 
@@ -180,31 +140,11 @@ fn root_of(proc_dir: &Path) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
-/// Reads the mount table of the mount namespace whose `nsfs` file is at `path`, from a
-/// thread that enters it (`setns` needs a thread that shares no filesystem context).
-fn read_table_in_namespace(path: &Path) -> io::Result<Vec<u8>> {
-    let ns = std::fs::File::open(path)?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: only CLONE_FS (root, cwd, umask) is unshared, and only for this thread,
-            // which ends right after; file descriptors stay shared.
-            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }?;
-            rustix::thread::move_into_link_name_space(
-                ns.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Mount),
-            )?;
-            std::fs::read("/proc/thread-self/mountinfo")
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the namespace reader panicked")))
-    })
-}
-
-/// What a `mountinfo` table (proc(5)) says:
+/// The (image, mount point) of every cfs overlay in a `mountinfo` table (proc(5)):
 /// `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS`.
 /// Lines that do not parse are skipped; they cannot be cfs mounts.
-pub fn parse_mountinfo(table: &[u8], algorithm: HashAlgorithm) -> MountTable {
-    let mut out = MountTable::default();
+pub fn parse_mountinfo(table: &[u8], algorithm: HashAlgorithm) -> Vec<(ObjectId, PathBuf)> {
+    let mut out = Vec::new();
     for line in table.split(|&b| b == b'\n') {
         let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
         // The optional fields end at a lone "-", which never comes before field 6.
@@ -212,35 +152,26 @@ pub fn parse_mountinfo(table: &[u8], algorithm: HashAlgorithm) -> MountTable {
             continue;
         };
         let dash = dash + 6;
-        let (Some(root), Some(mountpoint), Some(fstype), Some(source)) = (
-            fields.get(3),
-            fields.get(4),
-            fields.get(dash + 1),
-            fields.get(dash + 2),
-        ) else {
+        let (Some(mountpoint), Some(fstype), Some(source)) =
+            (fields.get(4), fields.get(dash + 1), fields.get(dash + 2))
+        else {
             continue;
         };
-        let mountpoint = || PathBuf::from(std::ffi::OsString::from_vec(unescape(mountpoint)));
-        match *fstype {
-            b"overlay" => {
-                let source = unescape(source);
-                if let Some(id) = std::str::from_utf8(&source)
-                    .ok()
-                    .and_then(|s| s.strip_prefix(SOURCE_PREFIX))
-                    .and_then(|s| ObjectId::parse_for(algorithm, s).ok())
-                {
-                    out.images.push((id, mountpoint()));
-                }
-            }
-            b"nsfs" => {
-                if let Ok(ns) = std::str::from_utf8(root)
-                    && ns.starts_with("mnt:[")
-                {
-                    out.namespaces.push((ns.to_owned(), mountpoint()));
-                }
-            }
-            _ => {}
+        if *fstype != b"overlay" {
+            continue;
         }
+        let source = unescape(source);
+        let Some(id) = std::str::from_utf8(&source)
+            .ok()
+            .and_then(|s| s.strip_prefix(SOURCE_PREFIX))
+            .and_then(|s| ObjectId::parse_for(algorithm, s).ok())
+        else {
+            continue;
+        };
+        out.push((
+            id,
+            PathBuf::from(std::ffi::OsString::from_vec(unescape(mountpoint))),
+        ));
     }
     out
 }
@@ -291,11 +222,7 @@ mod tests {
             overlay_source(&id),
         );
         let found = parse_mountinfo(table.as_bytes(), HashAlgorithm::Sha256);
-        assert_eq!(found.images, vec![(id, PathBuf::from("/mnt/with space"))]);
-        assert_eq!(
-            found.namespaces,
-            vec![("mnt:[4026532301]".to_owned(), PathBuf::from("/run/pin/ns"))]
-        );
+        assert_eq!(found, vec![(id, PathBuf::from("/mnt/with space"))]);
     }
 
     #[test]

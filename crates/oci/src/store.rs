@@ -325,12 +325,12 @@ pub fn image_ref_name(name: &str) -> String {
 /// ([`image_ref_name`]) described that other image and is removed (the next `oci mount` or
 /// `oci create-image` makes it anew), so it neither goes stale nor keeps the old image alive.
 pub fn set_name(repo: &Repository, name: &str, target: &str) -> cfs_repository::Result<()> {
-    let before = repo.stream_ref(name)?;
-    repo.set_stream_ref(name, target)?;
-    if before.is_some_and(|b| b != target) {
+    // The stale ref goes first: a crash in between then leaves no ref describing an image
+    // the name no longer points at.
+    if repo.stream_ref(name)?.is_some_and(|b| b != target) {
         repo.remove_image_ref(&image_ref_name(name))?;
     }
-    Ok(())
+    repo.set_stream_ref(name, target)
 }
 
 /// Every name that points at an image or artifact, with its root content id, sorted by name.

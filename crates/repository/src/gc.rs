@@ -47,8 +47,6 @@ pub struct GcReport {
     pub images: Vec<ObjectId>,
     /// Images kept only because they are mounted (no ref names them).
     pub mounted: Vec<ObjectId>,
-    /// Things gc noticed but that did not stop it.
-    pub warnings: Vec<String>,
     /// Objects kept.
     pub kept_objects: usize,
 }
@@ -61,8 +59,6 @@ pub(crate) struct Reachable {
     pub images: HashSet<ObjectId>,
     /// Images reached only through a mount.
     pub mounted: Vec<ObjectId>,
-    /// Things gc noticed but that did not stop it.
-    pub warnings: Vec<String>,
 }
 
 impl Repository {
@@ -130,26 +126,12 @@ impl Repository {
                 .mounted_images(self.algorithm())
                 .map_err(Error::MountScan)?;
             // Anyone may name anything in a mount's source (an unprivileged user can mount an
-            // overlay in a user namespace): only registered images count, and one that
-            // cannot be read keeps just its own object, with a warning, rather than stop gc.
+            // overlay in a user namespace): only registered images count. One of those that
+            // cannot be read stops gc, as for a ref's image: its mount may need any object.
             let registered: HashSet<ObjectId> = self.list_images()?.into_iter().collect();
             for id in mounted {
-                if !registered.contains(&id) || live.images.contains(&id) {
-                    continue;
-                }
-                match self.mark_image(id, images, &mut live) {
-                    Ok(true) => live.mounted.push(id),
-                    Ok(false) => {}
-                    Err(Error::BadImage { message, .. }) => {
-                        live.images.insert(id);
-                        live.objects.insert(id);
-                        live.mounted.push(id);
-                        live.warnings.push(format!(
-                            "image {id} is mounted but cannot be read ({message}); kept only \
-                             its own object"
-                        ));
-                    }
-                    Err(e) => return Err(e),
+                if registered.contains(&id) && self.mark_image(id, images, &mut live)? {
+                    live.mounted.push(id);
                 }
             }
         }
@@ -194,7 +176,6 @@ impl Repository {
         let live = self.reachable(images)?;
         let mut report = GcReport {
             mounted: live.mounted.clone(),
-            warnings: live.warnings.clone(),
             ..GcReport::default()
         };
         // Names first, so that no name ever points at a removed object.
