@@ -20,7 +20,6 @@
 use std::collections::HashSet;
 use std::io;
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use cfs_repository::{HashAlgorithm, ObjectId};
@@ -104,8 +103,8 @@ pub fn mounted_images(algorithm: HashAlgorithm) -> io::Result<Vec<MountedImage>>
 struct Scan {
     algorithm: HashAlgorithm,
     own_ns: Option<String>,
-    /// (namespace `mnt:[INODE]`, root device and inode) views read.
-    views_read: HashSet<(String, (u64, u64))>,
+    /// (namespace `mnt:[INODE]`, root directory) views read.
+    views_read: HashSet<(String, PathBuf)>,
     out: Vec<MountedImage>,
 }
 
@@ -133,11 +132,10 @@ fn namespace_of(proc_dir: &Path) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// (device, inode) of a process's root directory.
-fn root_of(proc_dir: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(proc_dir.join("root"))
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
+/// A process's root directory, as a path (`readlink`, which asks no filesystem anything: a
+/// `stat` could block on a FUSE root of a user's choosing).
+fn root_of(proc_dir: &Path) -> Option<PathBuf> {
+    std::fs::read_link(proc_dir.join("root")).ok()
 }
 
 /// The (image, mount point) of every cfs overlay in a `mountinfo` table (proc(5)):
