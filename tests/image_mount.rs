@@ -11,7 +11,7 @@ mod common;
 use common::snapshot::{assert_same, snapshot};
 use common::{Mounted, cfsctl, ok};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn set_mtime(path: &Path, sec: i64, nsec: i64) {
     let t = rustix::fs::Timespec {
@@ -128,22 +128,24 @@ fn compare(src: &Path, mnt: &Path) {
     assert_same(&a, &b);
 }
 
+/// Under `base`: a source directory made by [`make_source`], an empty mount point and a new
+/// insecure repository; returns (repo, src, mnt).
+fn repo_with_source(base: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (repo, src, mnt) = (base.join("repo"), base.join("src"), base.join("mnt"));
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    make_source(&src);
+    ok(&cfsctl(&repo, &["init", "--insecure"]));
+    (repo, src, mnt)
+}
+
 #[test]
 fn mounted_image_matches_its_source() {
     if !common::root_or_skip("mount tests") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
-    let repo = tmp.path().join("repo");
-    let src = tmp.path().join("src");
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&src).expect("mkdir");
-    std::fs::create_dir(&mnt).expect("mkdir");
-    make_source(&src);
-    ok(&cfsctl::<&std::ffi::OsStr>(
-        &repo,
-        &["init".as_ref(), "--insecure".as_ref()],
-    ));
+    let (repo, src, mnt) = repo_with_source(tmp.path());
     let id = ok(&cfsctl::<&std::ffi::OsStr>(
         &repo,
         &[
@@ -282,14 +284,8 @@ fn gc_keeps_images_in_use_by_mounts_without_refs() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
-    let repo = tmp.path().join("repo");
-    let src = tmp.path().join("src");
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&src).expect("mkdir");
-    std::fs::create_dir(&mnt).expect("mkdir");
-    make_source(&src);
+    let (repo, src, mnt) = repo_with_source(tmp.path());
     let run = |args: &[&std::ffi::OsStr]| ok(&cfsctl(&repo, args));
-    run(&["init".as_ref(), "--insecure".as_ref()]);
     // No image ref: only the mount keeps this image alive.
     let id = run(&["create-image".as_ref(), src.as_os_str()])
         .trim()
@@ -458,14 +454,8 @@ fn a_repository_on_tmpfs_mounts_through_a_loop_device() {
     )
     .expect("mount tmpfs");
     let _tmpfs = Mounted(fs.clone());
-    let repo = fs.join("repo");
-    let src = fs.join("src");
-    let mnt = fs.join("mnt");
-    std::fs::create_dir(&src).expect("mkdir");
-    std::fs::create_dir(&mnt).expect("mkdir");
-    make_source(&src);
+    let (repo, src, mnt) = repo_with_source(&fs);
     let run = |args: &[&std::ffi::OsStr]| ok(&cfsctl(&repo, args));
-    run(&["init".as_ref(), "--insecure".as_ref()]);
     let id = run(&["create-image".as_ref(), src.as_os_str()])
         .trim()
         .to_owned();
