@@ -1,4 +1,5 @@
-//! Garbage collection: removes every object, stream link and image link that no ref reaches.
+//! Garbage collection: removes every object, stream link and image link that no ref reaches
+//! and no mount uses.
 //!
 //! Roots are the refs (`streams/refs/**` and `images/refs/**`) and the images mounted right
 //! now. From a stream, gc follows its object, every object its header lists and every stream
