@@ -108,19 +108,13 @@ impl Repository {
         }
         // Names first, then objects: no name ever points at a removed object.
         for cid in &broken_streams {
-            let p = self.path().join("streams").join(cid);
-            match std::fs::remove_file(&p) {
-                Ok(()) => out.streams.push(cid.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).ctx("removing", &p),
+            if self.remove_stream_link(cid)? {
+                out.streams.push(cid.clone());
             }
         }
         for id in &broken_images {
-            let p = self.path().join("images").join(id);
-            match std::fs::remove_file(&p) {
-                Ok(()) => out.images.push(id.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).ctx("removing", &p),
+            if self.remove_image_link(id)? {
+                out.images.push(id.clone());
             }
         }
         for rel in &out.objects {

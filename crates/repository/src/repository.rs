@@ -752,6 +752,16 @@ impl Repository {
         Ok(())
     }
 
+    /// Removes the stream link `streams/<content id>`; `false` if it did not exist.
+    pub(crate) fn remove_stream_link(&self, content_id: &str) -> Result<bool> {
+        self.remove_link(&self.streams, content_id)
+    }
+
+    /// Removes the image link `images/<hex>`; `false` if it did not exist.
+    pub(crate) fn remove_image_link(&self, hex: &str) -> Result<bool> {
+        self.remove_link(&self.images, hex)
+    }
+
     fn remove_link(&self, dir: &Dir, rel: &str) -> Result<bool> {
         match rustix::fs::unlinkat(&dir.fd, rel, AtFlags::empty()) {
             Ok(()) => Ok(true),
