@@ -34,30 +34,20 @@ struct ReadInput<R> {
 impl<R: BufRead> BlockInput for ReadInput<R> {
     fn read_full(&mut self, buf: &mut [u8]) -> Result<usize, TarError> {
         let mut n = 0;
-        while n < buf.len() {
-            let avail = match self.inner.fill_buf() {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(TarError::Read(e)),
-            };
-            if avail.is_empty() {
-                break;
-            }
-            let k = avail.len().min(buf.len() - n);
-            buf[n..n + k].copy_from_slice(&avail[..k]);
-            self.inner.consume(k);
-            n += k;
-        }
+        self.take(buf.len(), |piece| {
+            buf[n..n + piece.len()].copy_from_slice(piece);
+            n += piece.len();
+        })?;
         Ok(n)
     }
 }
 
 impl<R: BufRead> ReadInput<R> {
-    /// Up to `want` bytes as a new vector, copied straight from the input's buffer (no
-    /// zero-filling first); shorter only where the input ends.
-    fn read_vec(&mut self, want: usize) -> Result<Vec<u8>, TarError> {
-        let mut v = Vec::with_capacity(want);
-        while v.len() < want {
+    /// Hands up to `want` bytes, piece by piece straight from the input's buffer, to `sink`;
+    /// fewer only where the input ends. Returns how many.
+    fn take(&mut self, want: usize, mut sink: impl FnMut(&[u8])) -> Result<usize, TarError> {
+        let mut done = 0;
+        while done < want {
             let avail = match self.inner.fill_buf() {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -66,10 +56,19 @@ impl<R: BufRead> ReadInput<R> {
             if avail.is_empty() {
                 break;
             }
-            let k = avail.len().min(want - v.len());
-            v.extend_from_slice(&avail[..k]);
+            let k = avail.len().min(want - done);
+            sink(&avail[..k]);
             self.inner.consume(k);
+            done += k;
         }
+        Ok(done)
+    }
+
+    /// Up to `want` bytes as a new vector, copied straight from the input's buffer (no
+    /// zero-filling first); shorter only where the input ends.
+    fn read_vec(&mut self, want: usize) -> Result<Vec<u8>, TarError> {
+        let mut v = Vec::with_capacity(want);
+        self.take(want, |piece| v.extend_from_slice(piece))?;
         Ok(v)
     }
 }
