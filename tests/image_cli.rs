@@ -35,20 +35,23 @@ fn from_dump_matches_mkcomposefs_and_dump_round_trips() {
         .filter(|n| n.ends_with(".dump"))
         .collect();
     names.sort();
+    // `cfsctl image from-dump DUMP -o IMAGE EXTRA...`.
+    let from_dump = |dump: &Path, image: &Path, extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "image".as_ref(),
+            "from-dump".as_ref(),
+            dump.as_os_str(),
+            "-o".as_ref(),
+            image.as_os_str(),
+        ];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        cfsctl(&none, &args)
+    };
     for name in names {
         let dump = corpus.join(&name);
         let image = tmp.path().join(format!("{name}.img"));
         if name.starts_with("should-fail-") {
-            let out = cfsctl::<&std::ffi::OsStr>(
-                &none,
-                &[
-                    "image".as_ref(),
-                    "from-dump".as_ref(),
-                    dump.as_os_str(),
-                    "-o".as_ref(),
-                    image.as_os_str(),
-                ],
-            );
+            let out = from_dump(&dump, &image, &[]);
             assert!(!out.status.success(), "{name} was accepted");
             assert!(!image.exists(), "{name}: image written despite the error");
             continue;
@@ -61,20 +64,11 @@ fn from_dump_matches_mkcomposefs_and_dump_round_trips() {
             Ok(v) => (v.trim().to_owned(), v.trim().to_owned()),
             Err(_) => ("0".to_owned(), "1".to_owned()),
         };
-        let digest = ok(&cfsctl::<&std::ffi::OsStr>(
-            &none,
-            &[
-                "image".as_ref(),
-                "from-dump".as_ref(),
-                dump.as_os_str(),
-                "-o".as_ref(),
-                image.as_os_str(),
-                "--min-version".as_ref(),
-                min.as_ref(),
-                "--max-version".as_ref(),
-                max.as_ref(),
-                "--print-digest".as_ref(),
-            ],
+        let versions = ["--min-version", &min, "--max-version", &max];
+        let digest = ok(&from_dump(
+            &dump,
+            &image,
+            &[&versions[..], &["--print-digest"]].concat(),
         ));
         assert_eq!(sha256_file(&image), expected.trim(), "{name}");
         assert_eq!(digest.trim().len(), 64, "{name}: {digest}");
@@ -87,20 +81,7 @@ fn from_dump_matches_mkcomposefs_and_dump_round_trips() {
         let again_dump = tmp.path().join(format!("{name}.again"));
         std::fs::write(&again_dump, printed).expect("write");
         let again = tmp.path().join(format!("{name}.again.img"));
-        ok(&cfsctl::<&std::ffi::OsStr>(
-            &none,
-            &[
-                "image".as_ref(),
-                "from-dump".as_ref(),
-                again_dump.as_os_str(),
-                "-o".as_ref(),
-                again.as_os_str(),
-                "--min-version".as_ref(),
-                min.as_ref(),
-                "--max-version".as_ref(),
-                max.as_ref(),
-            ],
-        ));
+        ok(&from_dump(&again_dump, &again, &versions));
         assert_eq!(sha256_file(&again), expected.trim(), "{name}: round trip");
         checked += 1;
     }
