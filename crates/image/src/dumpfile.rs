@@ -20,19 +20,15 @@ use std::sync::Arc;
 
 use cfs_repository::ObjectId;
 
+use crate::xattr::{XATTR_HEADER_CHARGE, XattrLimit, check_one, xattr_charge};
+
 use crate::tree::{
     Directory, ExternalFile, FileSystem, INLINE_CONTENT_MAX, Inode, Leaf, LeafContent, MAX_DEPTH,
     Mtime, NAME_MAX, PATH_MAX, RegularFile, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT,
     S_IFREG, S_IFSOCK, Stat,
 };
 
-/// Longest xattr name (`XATTR_NAME_MAX`).
-pub const XATTR_NAME_MAX: usize = 255;
-/// Largest xattr value.
-pub const XATTR_VALUE_MAX: usize = u16::MAX as usize;
-/// Budget for one inode's xattrs from external input (`LCFS_INODE_EXTERNAL_XATTR_MAX`): half of
-/// what EROFS can hold, keeping room for the xattrs the writer adds.
-pub const XATTR_EXTERNAL_BUDGET: usize = u16::MAX as usize / 2;
+pub use crate::xattr::{XATTR_EXTERNAL_BUDGET, XATTR_NAME_MAX, XATTR_VALUE_MAX};
 /// Longest xattr part of a line mkcomposefs accepts.
 const XATTRS_LINE_MAX: usize = u16::MAX as usize;
 
@@ -204,37 +200,16 @@ struct XattrBudget {
     used: usize,
 }
 
-/// Size libcomposefs charges for one xattr (worst-case alignment of the entry header).
-pub(crate) fn xattr_charge(name_len: usize, value_len: usize) -> usize {
-    2 * 4 - 1 + name_len + value_len
-}
-
-/// Sets `name=value` in `xattrs`, enforcing the limits mkcomposefs enforces for its input.
+/// Sets `name=value` in `xattrs`, enforcing the limits of [`crate::xattr`] the way mkcomposefs
+/// enforces them for its input (the budget is charged as each xattr is added).
 fn set_xattr_checked(
     xattrs: &mut BTreeMap<Box<[u8]>, Box<[u8]>>,
     budget: &mut XattrBudget,
     name: Vec<u8>,
     value: Vec<u8>,
 ) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("empty xattr name".into());
-    }
-    if name.len() > XATTR_NAME_MAX {
-        return Err(format!(
-            "xattr name of {} bytes is longer than {XATTR_NAME_MAX}",
-            name.len()
-        ));
-    }
-    if name.contains(&0) {
-        return Err(format!("xattr name {} contains NUL", show(&name)));
-    }
-    if value.len() > XATTR_VALUE_MAX {
-        return Err(format!(
-            "value of xattr {} is {} bytes, more than {XATTR_VALUE_MAX}",
-            show(&name),
-            value.len()
-        ));
-    }
+    let limit = |l: XattrLimit| format!("xattr {}: {l}", show(&name));
+    check_one(&name, value.len()).map_err(limit)?;
     if let Some(old) = xattrs.remove(name.as_slice()) {
         budget.used = if xattrs.is_empty() {
             0
@@ -246,13 +221,10 @@ fn set_xattr_checked(
     }
     let mut charge = xattr_charge(name.len(), value.len());
     if xattrs.is_empty() {
-        charge += 12;
+        charge += XATTR_HEADER_CHARGE;
     }
     if budget.used + charge > XATTR_EXTERNAL_BUDGET {
-        return Err(format!(
-            "xattrs too large: adding {} would exceed {XATTR_EXTERNAL_BUDGET} bytes for one inode",
-            show(&name)
-        ));
+        return Err(limit(XattrLimit::BudgetExceeded(budget.used + charge)));
     }
     budget.used += charge;
     xattrs.insert(name.into_boxed_slice(), value.into_boxed_slice());
@@ -432,6 +404,7 @@ impl Parser {
         } else {
             self.inode(
                 lineno,
+                &path,
                 ftype,
                 mode,
                 [size, nlink, uid, gid, rdev, mtime, payload, content, digest],
@@ -457,6 +430,7 @@ impl Parser {
     fn inode(
         &self,
         lineno: usize,
+        path: &[u8],
         ftype: u32,
         mode: u32,
         fields: [&[u8]; 9],
@@ -512,7 +486,8 @@ impl Parser {
             };
             let name = unescape(name).map_err(|m| e(format!("xattr name: {m}")))?;
             let value = unescape(value).map_err(|m| e(format!("xattr value: {m}")))?;
-            set_xattr_checked(&mut xattrs, &mut budget, name, value).map_err(e)?;
+            set_xattr_checked(&mut xattrs, &mut budget, name, value)
+                .map_err(|m| e(format!("{}: {m}", show(path))))?;
         }
 
         let stat = Stat {

@@ -5,6 +5,8 @@
 //! - [`dumpfile`]: the composefs-dump(5) text format, parsed and printed.
 //! - [`erofs`]: the composefs EROFS image, written byte-identical to C `mkcomposefs`, and read
 //!   back.
+//! - [`xattr`]: the xattr limits every tree meets (name, value, per-inode budget), shared by
+//!   the tar, scan and dumpfile inputs and the EROFS writer.
 //! - [`scan`]: reading a directory from disk into a tree, storing or hashing file contents.
 //! - [`repo`]: images in a repository: creating them, finding their objects for gc and fsck,
 //!   checking an image's own digest.
@@ -23,6 +25,7 @@ pub mod mounts;
 pub mod repo;
 pub mod scan;
 pub mod tree;
+pub mod xattr;
 
 pub use erofs::FormatOptions;
 pub use tree::{

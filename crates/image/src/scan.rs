@@ -113,6 +113,9 @@ pub enum ScanError {
         /// Why.
         source: TreeError,
     },
+    /// An xattr breaks a limit of [`crate::xattr`] (name, value or per-inode budget).
+    #[error(transparent)]
+    Xattr(#[from] crate::xattr::XattrError),
     /// Storing an object failed.
     #[error("{path}: storing the content: {source}")]
     Repository {
@@ -340,6 +343,7 @@ fn read_xattrs(path: &Path) -> Result<Xattrs, ScanError> {
             xattrs.insert(name.into(), v.into_boxed_slice());
         }
     }
+    crate::xattr::check_xattrs(&path.to_string_lossy(), &xattrs)?;
     Ok(xattrs)
 }
 

@@ -252,11 +252,14 @@ fn stat_of(entry: &TarEntry) -> Result<Stat, MergeError> {
     let id = |v: u64, what: &str| {
         u32::try_from(v).map_err(|_| merge_err(entry, format!("{what} {v} does not fit 32 bits")))
     };
+    // The limits every tree meets (name, value, per-inode budget); refused, never truncated.
+    cfs_image::xattr::check_pairs(
+        &lossy(&entry.path),
+        entry.xattrs.iter().map(|(k, v)| (&k[..], &v[..])),
+    )
+    .map_err(|e| merge_err(entry, format!("xattr {}: {}", e.name, e.limit)))?;
     let mut xattrs = Xattrs::new();
     for (k, v) in &entry.xattrs {
-        if k.is_empty() {
-            return Err(merge_err(entry, "an xattr with an empty name"));
-        }
         xattrs.insert(k.clone().into_boxed_slice(), v.clone().into_boxed_slice());
     }
     Ok(Stat {

@@ -10,6 +10,7 @@
 
 pub mod format;
 mod reader;
+mod verify;
 mod writer;
 
 pub use reader::{ReadError, read, referenced_objects};
@@ -63,9 +64,29 @@ pub enum WriteError {
     /// Inline content above 5000 bytes.
     #[error("{0}: inline content of {1} bytes exceeds the maximum of 5000")]
     InlineTooLarge(String, usize),
-    /// The xattrs of one inode (with the ones composefs adds) exceed the budget.
-    #[error("{0}: extended attributes too large")]
-    XattrsTooLarge(String),
+    /// An xattr breaks a limit of [`crate::xattr`] (name, value, or the per-inode budget,
+    /// counting the xattrs composefs adds).
+    #[error(transparent)]
+    Xattr(#[from] crate::xattr::XattrError),
+    /// A value does not fit its on-disk field; never truncated.
+    #[error("{path}: {field} {value} does not fit its field in the EROFS image")]
+    DoesNotFit {
+        /// The file.
+        path: String,
+        /// The on-disk field.
+        field: &'static str,
+        /// The value.
+        value: u64,
+    },
+    /// The written image does not parse back to what the writer meant (a bug; no image is
+    /// returned).
+    #[error("{path}: the written image does not read back as written: {problem}")]
+    Verify {
+        /// The file.
+        path: String,
+        /// What differs.
+        problem: String,
+    },
     /// Empty symlink target, or longer than 4095 bytes.
     #[error("{0}: invalid symlink target")]
     BadSymlink(String),

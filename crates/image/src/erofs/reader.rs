@@ -48,30 +48,33 @@ fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-struct Image<'a> {
+pub(super) struct Image<'a> {
     data: &'a [u8],
     meta_start: u64,
     xattr_start: u64,
     build_time: Mtime,
     version: u32,
+    /// Check each inode's xattr name filter (the kernel hides a name whose filter bit is set).
+    filter: bool,
 }
 
 /// A parsed inode, before interpretation.
-struct RawInode<'a> {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: Mtime,
-    size: u64,
-    layout: u16,
-    i_u: u32,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+pub(super) struct RawInode<'a> {
+    pub(super) mode: u32,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    pub(super) mtime: Mtime,
+    pub(super) size: u64,
+    pub(super) layout: u16,
+    pub(super) i_u: u32,
+    /// Every xattr as stored (inline ones, then shared ones), names with their prefix.
+    pub(super) xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// Bytes after the inode and its xattrs, up to the end of its block.
     inline: &'a [u8],
 }
 
 impl<'a> Image<'a> {
-    fn parse(data: &'a [u8]) -> Result<Self, ReadError> {
+    pub(super) fn parse(data: &'a [u8]) -> Result<Self, ReadError> {
         if data.len() < (SUPER_OFFSET + SUPER_SIZE) as usize {
             return Err(ReadError::NotComposefs("too short".into()));
         }
@@ -92,7 +95,9 @@ impl<'a> Image<'a> {
         if u32::from(data[sb + 12]) != BLOCK_BITS {
             return corrupt(format!("unsupported block size 2^{}", data[sb + 12]));
         }
+        let filter = le32(data, sb + 8) & FEATURE_COMPAT_XATTR_FILTER != 0;
         Ok(Self {
+            filter,
             data,
             meta_start: u64::from(le32(data, sb + 40)) * BLOCK_SIZE,
             xattr_start: u64::from(le32(data, sb + 44)) * BLOCK_SIZE,
@@ -118,7 +123,12 @@ impl<'a> Image<'a> {
         }
     }
 
-    fn xattr_entry(&self, b: &[u8], at: usize) -> Result<(Vec<u8>, Vec<u8>, usize), ReadError> {
+    /// One xattr entry at `at` of `b`: (full name, value, offset of the next entry, filter bit).
+    fn xattr_entry(
+        &self,
+        b: &[u8],
+        at: usize,
+    ) -> Result<(Vec<u8>, Vec<u8>, usize, u32), ReadError> {
         if at + 4 > b.len() {
             return corrupt("xattr entry truncated");
         }
@@ -132,13 +142,18 @@ impl<'a> Image<'a> {
         let Some(prefix) = xattr_prefix(index) else {
             return corrupt(format!("unknown xattr name index {index}"));
         };
+        let suffix = &b[at + 4..at + 4 + name_len];
+        if index == 0 && suffix.is_empty() {
+            return corrupt("xattr entry with an empty name");
+        }
+        let bit = xxh32(suffix, XATTR_FILTER_SEED.wrapping_add(u32::from(index))) & 31;
         let mut name = prefix.to_vec();
-        name.extend_from_slice(&b[at + 4..at + 4 + name_len]);
+        name.extend_from_slice(suffix);
         let value = b[at + 4 + name_len..end].to_vec();
-        Ok((name, value, round_up(end as u64, 4) as usize))
+        Ok((name, value, round_up(end as u64, 4) as usize, bit))
     }
 
-    fn inode(&self, nid: u64) -> Result<RawInode<'a>, ReadError> {
+    pub(super) fn inode(&self, nid: u64) -> Result<RawInode<'a>, ReadError> {
         let off = nid
             .checked_mul(SLOT_SIZE)
             .and_then(|o| o.checked_add(self.meta_start))
@@ -192,17 +207,36 @@ impl<'a> Image<'a> {
                 shared_ids.push(u64::from(le32(body, at)));
                 at += 4;
             }
+            let mut absent = 0u32;
             while at + 4 <= body.len() {
-                let (k, v, next) = self.xattr_entry(body, at)?;
+                let (k, v, next, bit) = self.xattr_entry(body, at)?;
                 xattrs.push((k, v));
+                absent |= 1 << bit;
                 at = next;
             }
             for id in shared_ids {
                 let start = self.xattr_start + id * 4;
                 let limit = (self.data.len() as u64).min(start + 4 + 255 + 65535);
                 let region = self.slice(start, limit.saturating_sub(start))?;
-                let (k, v, _) = self.xattr_entry(region, 0)?;
+                let (k, v, _, bit) = self.xattr_entry(region, 0)?;
                 xattrs.push((k, v));
+                absent |= 1 << bit;
+            }
+            // The stored filter has a bit set for names that are certainly absent: the kernel
+            // would hide a present name whose bit is set.
+            if self.filter && le32(body, 0) & absent != 0 {
+                return corrupt(format!(
+                    "inode {nid}: xattr name filter {:#010x} hides stored names",
+                    le32(body, 0)
+                ));
+            }
+            let mut names: Vec<&[u8]> = xattrs.iter().map(|(k, _)| &k[..]).collect();
+            names.sort_unstable();
+            if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+                return corrupt(format!(
+                    "inode {nid}: xattr {} stored twice",
+                    String::from_utf8_lossy(w[0])
+                ));
             }
         }
         let inline_start = off + isize + xattr_size;
@@ -222,7 +256,7 @@ impl<'a> Image<'a> {
     }
 
     /// The data of a flat (plain or inline) inode, bounded by `max`.
-    fn flat_data(&self, ino: &RawInode<'a>, max: u64) -> Result<Vec<u8>, ReadError> {
+    pub(super) fn flat_data(&self, ino: &RawInode<'a>, max: u64) -> Result<Vec<u8>, ReadError> {
         if ino.size > max {
             return corrupt(format!("{} bytes of data, more than {max}", ino.size));
         }
@@ -255,7 +289,7 @@ impl<'a> Image<'a> {
 }
 
 /// One block of directory entries: (name, nid).
-fn parse_dirents(block: &[u8]) -> Result<Vec<(&[u8], u64)>, ReadError> {
+pub(super) fn parse_dirents(block: &[u8]) -> Result<Vec<(&[u8], u64)>, ReadError> {
     if block.len() < DIRENT_SIZE as usize {
         return corrupt("directory block too short");
     }

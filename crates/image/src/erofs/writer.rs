@@ -20,8 +20,9 @@ use std::sync::Arc;
 
 use super::format::*;
 use super::{FormatOptions, WriteError};
-use crate::dumpfile::{XATTR_EXTERNAL_BUDGET, xattr_charge};
+use super::verify::{self, Expect, ExpectData};
 use crate::tree::*;
+use crate::xattr::{XATTR_EXTERNAL_BUDGET, XattrError, XattrLimit, check_xattrs, xattr_charge};
 
 /// What an inode holds besides metadata.
 enum Data<'a> {
@@ -89,7 +90,11 @@ impl<'a> Node<'a> {
             charge += XATTR_IBODY_HEADER_SIZE as usize;
         }
         if self.xattr_budget + charge > XATTR_EXTERNAL_BUDGET {
-            return Err(WriteError::XattrsTooLarge(show(&self.path)));
+            return Err(WriteError::Xattr(XattrError {
+                path: show(&self.path),
+                name: crate::xattr::show_name(name),
+                limit: XattrLimit::BudgetExceeded(self.xattr_budget + charge),
+            }));
         }
         self.xattr_budget += charge;
         self.xattrs.insert(Cow::Borrowed(name), value);
@@ -207,7 +212,15 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn new_node(&mut self, path: Vec<u8>, parent: usize, stat: &'a Stat, mode: u32) -> Node<'a> {
+    fn new_node(
+        &mut self,
+        path: Vec<u8>,
+        parent: usize,
+        stat: &'a Stat,
+        mode: u32,
+    ) -> Result<Node<'a>, WriteError> {
+        // The limits every tree meets, whatever built it (see `crate::xattr`).
+        check_xattrs(&show(&path), &stat.xattrs)?;
         let xattrs: BTreeMap<_, _> = stat
             .xattrs
             .iter()
@@ -222,7 +235,7 @@ impl<'a> Builder<'a> {
                     .map(|(k, v)| xattr_charge(k.len(), v.len()))
                     .sum::<usize>()
         };
-        Node {
+        Ok(Node {
             path,
             mode,
             uid: stat.uid,
@@ -243,16 +256,22 @@ impl<'a> Builder<'a> {
             compact: false,
             ipad: 0,
             nid: 0,
-        }
+        })
     }
 
-    fn add_dir(&mut self, path: Vec<u8>, parent: usize, dir: &'a Directory) -> usize {
-        let mut node = self.new_node(path, parent, &dir.stat, S_IFDIR | (dir.stat.mode & 0o7777));
+    fn add_dir(
+        &mut self,
+        path: Vec<u8>,
+        parent: usize,
+        dir: &'a Directory,
+    ) -> Result<usize, WriteError> {
+        let mut node =
+            self.new_node(path, parent, &dir.stat, S_IFDIR | (dir.stat.mode & 0o7777))?;
         node.nlink = dir.nlink();
         node.data = Data::Dir;
         self.nodes.push(node);
         self.dirs.push(Some(dir));
-        self.nodes.len() - 1
+        Ok(self.nodes.len() - 1)
     }
 
     fn add_leaf(
@@ -262,7 +281,7 @@ impl<'a> Builder<'a> {
         leaf: &'a Arc<Leaf>,
     ) -> Result<usize, WriteError> {
         let id = Arc::as_ptr(leaf);
-        let mut node = self.new_node(path, parent, &leaf.stat, leaf.mode());
+        let mut node = self.new_node(path, parent, &leaf.stat, leaf.mode())?;
         node.nlink = self.counts.get(&id).copied().unwrap_or(1);
         node.size = leaf.size();
         match &leaf.content {
@@ -295,7 +314,11 @@ impl<'a> Builder<'a> {
                 }
                 node.data = Data::Symlink(t);
             }
-            LeafContent::CharDevice(r) | LeafContent::BlockDevice(r) => node.rdev = *r,
+            LeafContent::CharDevice(r) | LeafContent::BlockDevice(r) => {
+                // EROFS keeps 32 bits (the kernel's dev_t: 12-bit major, 20-bit minor).
+                fit::<u32>(&node.path, "rdev", *r)?;
+                node.rdev = *r;
+            }
             LeafContent::Fifo | LeafContent::Socket => {}
         }
         self.nodes.push(node);
@@ -307,7 +330,7 @@ impl<'a> Builder<'a> {
 
     /// Numbers all inodes breadth-first and records each directory's entries.
     fn build(&mut self, fs: &'a FileSystem, root_whiteouts: bool) -> Result<(), WriteError> {
-        self.add_dir(Vec::new(), 0, &fs.root);
+        self.add_dir(Vec::new(), 0, &fs.root)?;
         let mut i = 0;
         while i < self.nodes.len() {
             let Some(dir) = self.dirs[i] else {
@@ -346,7 +369,7 @@ impl<'a> Builder<'a> {
                     Pending::DotDot => Target::Node(self.nodes[i].parent),
                     Pending::Dir(d) => {
                         let path = child_path();
-                        Target::Node(self.add_dir(path, i, d))
+                        Target::Node(self.add_dir(path, i, d)?)
                     }
                     Pending::Leaf(l) => {
                         let path = child_path();
@@ -360,7 +383,7 @@ impl<'a> Builder<'a> {
                     Pending::Whiteout => {
                         let path = child_path();
                         let root = &fs.root.stat;
-                        let mut node = self.new_node(path, 0, root, S_IFCHR | 0o644);
+                        let mut node = self.new_node(path, 0, root, S_IFCHR | 0o644)?;
                         node.xattrs.clear();
                         node.xattr_budget = 0;
                         node.synthetic = true;
@@ -412,7 +435,8 @@ fn rewrite_for_overlay(nodes: &mut [Node<'_>], version: u32) -> Result<(), Write
             let metacopy: Vec<u8> = match &ext.digest {
                 Some(d) => {
                     let bytes = d.as_bytes();
-                    let mut v = vec![0, (4 + bytes.len()) as u8, 0, d.algorithm().kernel_id()];
+                    let len = fit::<u8>(&nodes[i].path, "metacopy digest length", 4 + bytes.len() as u64)?;
+                    let mut v = vec![0, len, 0, d.algorithm().kernel_id()];
                     v.extend_from_slice(bytes);
                     v
                 }
@@ -458,15 +482,32 @@ fn xattr_entry_size(name: &[u8], value: &[u8]) -> u64 {
     )
 }
 
-fn put_xattr_entry(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// A value that must fit a narrower on-disk field, or the error naming the file and field.
+fn fit<T: TryFrom<u64>>(path: &[u8], field: &'static str, value: u64) -> Result<T, WriteError> {
+    T::try_from(value).map_err(|_| WriteError::DoesNotFit {
+        path: show(path),
+        field,
+        value,
+    })
+}
+
+/// Appends one xattr entry; a name suffix or value too long for its header field is an error,
+/// never a truncated length (whose excess bytes would parse as further, forged, entries).
+fn put_xattr_entry(
+    out: &mut Vec<u8>,
+    path: &[u8],
+    name: &[u8],
+    value: &[u8],
+) -> Result<(), WriteError> {
     let (index, suffix) = xattr_split(name);
-    out.put_u8(suffix.len() as u8);
+    out.put_u8(fit(path, "xattr name length (e_name_len)", suffix.len() as u64)?);
     out.put_u8(index);
-    out.put_u16(value.len() as u16);
+    out.put_u16(fit(path, "xattr value size (e_value_size)", value.len() as u64)?);
     out.extend_from_slice(suffix);
     out.extend_from_slice(value);
     let pad = round_up(out.len() as u64, 4) - out.len() as u64;
     out.put_zeros(pad);
+    Ok(())
 }
 
 /// Per-inode xattr layout: which are shared (their offsets) and the ibody size.
@@ -676,7 +717,9 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
     let xattr_blkaddr = u32::try_from(inodes_end / BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?;
 
     // Step 6: bytes.
-    let mut out: Vec<u8> = Vec::with_capacity((total_blocks as usize) * BLOCK_SIZE as usize);
+    let capacity = usize::try_from(u64::from(total_blocks) * BLOCK_SIZE)
+        .map_err(|_| WriteError::TooLarge)?;
+    let mut out: Vec<u8> = Vec::with_capacity(capacity);
     out.put_u32(COMPOSEFS_MAGIC);
     out.put_u32(COMPOSEFS_HEADER_VERSION);
     out.put_u32(if has_acl { COMPOSEFS_FLAG_HAS_ACL } else { 0 });
@@ -687,14 +730,15 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
     out.put_u32(EROFS_MAGIC);
     out.put_u32(0); // checksum
     out.put_u32(FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER);
-    out.put_u8(BLOCK_BITS as u8);
+    out.put_u8(fit(b"", "block size bits", u64::from(BLOCK_BITS))?);
     out.put_u8(0); // sb_extslots
     out.put_u16(root_nid);
     out.put_u64(nodes.len() as u64);
-    out.put_u64(min_mtime.sec as u64);
+    // Two's complement, as the kernel reads it back (a time before 1970 stays negative).
+    out.put_u64(min_mtime.sec.cast_unsigned());
     out.put_u32(min_mtime.nsec);
     out.put_u32(total_blocks);
-    out.put_u32(((SUPER_OFFSET + SUPER_SIZE) / BLOCK_SIZE) as u32); // meta_blkaddr
+    out.put_u32(fit(b"", "meta_blkaddr", (SUPER_OFFSET + SUPER_SIZE) / BLOCK_SIZE)?);
     out.put_u32(xattr_blkaddr);
     out.put_zeros(SUPER_SIZE - 48);
 
@@ -722,7 +766,7 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
         };
         let mut blkaddr: Option<u32> = None;
         if n.n_blocks > 0 && matches!(ftype, S_IFDIR | S_IFREG | S_IFLNK) {
-            blkaddr = Some((current_end / BLOCK_SIZE) as u32);
+            blkaddr = Some(u32::try_from(current_end / BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?);
             current_end += BLOCK_SIZE * n.n_blocks;
         }
         let mut i_u: u32 = blkaddr.unwrap_or(0);
@@ -746,40 +790,45 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
             _ => 0,
         };
         if matches!(ftype, S_IFCHR | S_IFBLK) {
-            i_u = n.rdev as u32;
+            i_u = fit(&n.path, "rdev", n.rdev)?;
         }
         let icount: u16 = if xl.size == 0 {
             0
         } else {
-            u16::try_from((xl.size - XATTR_IBODY_HEADER_SIZE) / 4 + 1)
-                .map_err(|_| WriteError::XattrsTooLarge(show(&n.path)))?
+            fit(
+                &n.path,
+                "xattr count (i_xattr_icount)",
+                (xl.size - XATTR_IBODY_HEADER_SIZE) / 4 + 1,
+            )?
         };
         let format = (layout << I_DATALAYOUT_BIT) | (u16::from(!n.compact) << I_VERSION_BIT);
+        let mode: u16 = fit(&n.path, "mode", u64::from(n.mode))?;
+        let ino: u32 = fit(&n.path, "inode number", idx as u64)?;
         if n.compact {
             out.put_u16(format);
             out.put_u16(icount);
-            out.put_u16(n.mode as u16);
-            out.put_u16(n.nlink as u16);
-            out.put_u32(size as u32);
+            out.put_u16(mode);
+            out.put_u16(fit(&n.path, "nlink (compact inode)", n.nlink)?);
+            out.put_u32(fit(&n.path, "size (compact inode)", size)?);
             out.put_u32(0);
             out.put_u32(i_u);
-            out.put_u32(idx as u32);
-            out.put_u16(n.uid as u16);
-            out.put_u16(n.gid as u16);
+            out.put_u32(ino);
+            out.put_u16(fit(&n.path, "uid (compact inode)", u64::from(n.uid))?);
+            out.put_u16(fit(&n.path, "gid (compact inode)", u64::from(n.gid))?);
             out.put_u32(0);
         } else {
             out.put_u16(format);
             out.put_u16(icount);
-            out.put_u16(n.mode as u16);
+            out.put_u16(mode);
             out.put_u16(0);
             out.put_u64(size);
             out.put_u32(i_u);
-            out.put_u32(idx as u32);
+            out.put_u32(ino);
             out.put_u32(n.uid);
             out.put_u32(n.gid);
-            out.put_u64(n.mtime.sec as u64);
+            out.put_u64(n.mtime.sec.cast_unsigned());
             out.put_u32(n.mtime.nsec);
-            out.put_u32(n.nlink as u32);
+            out.put_u32(fit(&n.path, "nlink", n.nlink)?);
             out.put_zeros(16);
         }
         if xl.size > 0 {
@@ -791,15 +840,19 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
                 filter |= 1 << bit;
             }
             out.put_u32(!filter);
-            out.put_u8(xl.shared.len() as u8);
+            out.put_u8(fit(&n.path, "shared xattr count", xl.shared.len() as u64)?);
             out.put_zeros(7);
             for off in &xl.shared {
-                out.put_u32(((inodes_end % BLOCK_SIZE + off) / 4) as u32);
+                out.put_u32(fit(
+                    &n.path,
+                    "shared xattr id",
+                    (inodes_end % BLOCK_SIZE + off) / 4,
+                )?);
             }
             let entries: Vec<_> = n.xattrs.iter().collect();
             for &i in &xl.inline {
                 let (k, v) = entries[i];
-                put_xattr_entry(&mut out, k, v);
+                put_xattr_entry(&mut out, &n.path, k, v)?;
             }
             let written = (out.len() - start) as u64;
             out.put_zeros(xl.size - written);
@@ -809,7 +862,7 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
                 if n.tail > 0 {
                     let chunks = dirent_chunks(n.dirents.iter().map(|d| d.name.len()));
                     if let Some(&(s, e, _)) = chunks.last() {
-                        put_dirents(&mut out, &n.dirents[s..e], &resolved_dirents[idx][s..e]);
+                        put_dirents(&mut out, &n.path, &n.dirents[s..e], &resolved_dirents[idx][s..e])?;
                     }
                 }
             }
@@ -820,7 +873,8 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
             }
             Data::Inline(c) => {
                 if n.tail > 0 {
-                    out.extend_from_slice(&c[c.len() - n.tail as usize..]);
+                    let tail = usize::try_from(n.tail).map_err(|_| WriteError::TooLarge)?;
+                    out.extend_from_slice(&c[c.len().saturating_sub(tail)..]);
                 }
             }
             Data::External { chunk_count, .. } => {
@@ -838,7 +892,7 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
         return Err(WriteError::Internal("inode area size mismatch".into()));
     }
     for (k, v) in &shared_list {
-        put_xattr_entry(&mut out, k, v);
+        put_xattr_entry(&mut out, b"(shared xattrs)", k, v)?;
     }
     out.put_zeros(round_up(out.len() as u64, BLOCK_SIZE) - out.len() as u64);
     if out.len() as u64 != data_start {
@@ -852,13 +906,15 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
         match n.data {
             Data::Dir => {
                 let chunks = dirent_chunks(n.dirents.iter().map(|d| d.name.len()));
-                for &(s, e, _) in chunks.iter().take(n.n_blocks as usize) {
-                    put_dirents(&mut out, &n.dirents[s..e], &resolved_dirents[idx][s..e]);
+                let blocks = usize::try_from(n.n_blocks).map_err(|_| WriteError::TooLarge)?;
+                for &(s, e, _) in chunks.iter().take(blocks) {
+                    put_dirents(&mut out, &n.path, &n.dirents[s..e], &resolved_dirents[idx][s..e])?;
                     pad_block(&mut out);
                 }
             }
             Data::Inline(c) => {
-                let blocks = (n.n_blocks * BLOCK_SIZE) as usize;
+                let blocks =
+                    usize::try_from(n.n_blocks * BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?;
                 out.extend_from_slice(&c[..blocks.min(c.len())]);
                 pad_block(&mut out);
             }
@@ -881,6 +937,34 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
             total_blocks
         )));
     }
+
+    // Parse every inode back; refuse an image that says something else than the tree.
+    let expected: Vec<Expect<'_>> = nodes
+        .iter()
+        .zip(&resolved_dirents)
+        .map(|(n, targets)| Expect {
+            path: &n.path,
+            nid: n.nid,
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
+            mtime: n.mtime,
+            xattrs: &n.xattrs,
+            data: match n.data {
+                Data::Dir => ExpectData::Dir(
+                    n.dirents
+                        .iter()
+                        .zip(targets)
+                        .map(|(d, t)| (&d.name[..], t.0))
+                        .collect(),
+                ),
+                Data::Symlink(b) | Data::Inline(b) => ExpectData::Bytes(b),
+                Data::External { .. } => ExpectData::External(n.size),
+                Data::None => ExpectData::None,
+            },
+        })
+        .collect();
+    verify::verify(&out, &expected)?;
     Ok(out)
 }
 
@@ -888,16 +972,23 @@ fn pad_block(out: &mut Vec<u8>) {
     out.put_zeros(round_up(out.len() as u64, BLOCK_SIZE) - out.len() as u64);
 }
 
-fn put_dirents(out: &mut Vec<u8>, dirents: &[Dirent<'_>], targets: &[(u64, u8)]) {
-    let mut nameoff = (dirents.len() as u64 * DIRENT_SIZE) as u16;
+/// Appends one block's directory entries; a name offset beyond 16 bits is an error.
+fn put_dirents(
+    out: &mut Vec<u8>,
+    path: &[u8],
+    dirents: &[Dirent<'_>],
+    targets: &[(u64, u8)],
+) -> Result<(), WriteError> {
+    let mut nameoff = dirents.len() as u64 * DIRENT_SIZE;
     for (d, &(nid, ft)) in dirents.iter().zip(targets) {
         out.put_u64(nid);
-        out.put_u16(nameoff);
+        out.put_u16(fit(path, "directory entry name offset", nameoff)?);
         out.put_u8(ft);
         out.put_u8(0);
-        nameoff = nameoff.wrapping_add(d.name.len() as u16);
+        nameoff += d.name.len() as u64;
     }
     for d in dirents {
         out.extend_from_slice(&d.name);
     }
+    Ok(())
 }

@@ -1,0 +1,116 @@
+//! The writer's last step: every inode of a freshly written image is parsed back with the
+//! reader and compared with what the writer meant to say, so an image whose on-disk xattrs,
+//! metadata, inline data or directory entries do not parse back to exactly the tree's
+//! (after the overlayfs rewrite: escaped `trusted.overlay.*`, added `metacopy`/`redirect`,
+//! whiteout markers) is never returned.
+//!
+//! This makes any encoding mistake (a truncated length, a wrong offset, a misplaced tail) an
+//! error instead of an image whose bytes say something else, such as xattrs forged by the
+//! bytes after a truncated one.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use super::WriteError;
+use super::format::LAYOUT_CHUNK_BASED;
+use super::reader::{Image, parse_dirents};
+use crate::tree::Mtime;
+
+/// What the data of an inode must read back as.
+pub(super) enum ExpectData<'a> {
+    /// Inline content or a symlink target: exactly these bytes.
+    Bytes(&'a [u8]),
+    /// A directory: these (name, nid) entries, in order, `.` and `..` included.
+    Dir(Vec<(&'a [u8], u64)>),
+    /// An external file: a chunk-based inode of this size.
+    External(u64),
+    /// Nothing to compare (devices, fifos, sockets, empty files).
+    None,
+}
+
+/// What the writer meant one inode to say.
+pub(super) struct Expect<'a> {
+    pub(super) path: &'a [u8],
+    pub(super) nid: u64,
+    pub(super) mode: u32,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    pub(super) mtime: Mtime,
+    pub(super) xattrs: &'a BTreeMap<Cow<'a, [u8]>, Cow<'a, [u8]>>,
+    pub(super) data: ExpectData<'a>,
+}
+
+fn mismatch(path: &[u8], problem: impl Into<String>) -> WriteError {
+    WriteError::Verify {
+        path: if path.is_empty() {
+            "/".into()
+        } else {
+            String::from_utf8_lossy(path).into_owned()
+        },
+        problem: problem.into(),
+    }
+}
+
+/// Parses every expected inode of `image` back and compares it.
+pub(super) fn verify(image: &[u8], expected: &[Expect<'_>]) -> Result<(), WriteError> {
+    let img = Image::parse(image).map_err(|e| mismatch(b"", e.to_string()))?;
+    for e in expected {
+        let raw = img
+            .inode(e.nid)
+            .map_err(|err| mismatch(e.path, err.to_string()))?;
+        if (raw.mode, raw.uid, raw.gid, raw.mtime) != (e.mode, e.uid, e.gid, e.mtime) {
+            return Err(mismatch(e.path, "mode, owner or mtime read back differently"));
+        }
+        let mut got: Vec<(&[u8], &[u8])> =
+            raw.xattrs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        got.sort_unstable();
+        let want: Vec<(&[u8], &[u8])> = e.xattrs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        if got != want {
+            let names = |v: &[(&[u8], &[u8])]| {
+                v.iter()
+                    .map(|(k, _)| crate::xattr::show_name(k))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(mismatch(
+                e.path,
+                format!(
+                    "xattrs read back as [{}], written [{}]",
+                    names(&got),
+                    names(&want)
+                ),
+            ));
+        }
+        match &e.data {
+            ExpectData::Bytes(want) => {
+                let data = img
+                    .flat_data(&raw, want.len() as u64)
+                    .map_err(|err| mismatch(e.path, err.to_string()))?;
+                if data != *want {
+                    return Err(mismatch(e.path, "data read back differently"));
+                }
+            }
+            ExpectData::Dir(want) => {
+                let data = img
+                    .flat_data(&raw, image.len() as u64)
+                    .map_err(|err| mismatch(e.path, err.to_string()))?;
+                let mut got = Vec::with_capacity(want.len());
+                for block in data.chunks(super::format::BLOCK_SIZE as usize) {
+                    got.extend(
+                        parse_dirents(block).map_err(|err| mismatch(e.path, err.to_string()))?,
+                    );
+                }
+                if got != *want {
+                    return Err(mismatch(e.path, "directory entries read back differently"));
+                }
+            }
+            ExpectData::External(size) => {
+                if raw.layout != LAYOUT_CHUNK_BASED || raw.size != *size {
+                    return Err(mismatch(e.path, "external file read back differently"));
+                }
+            }
+            ExpectData::None => {}
+        }
+    }
+    Ok(())
+}
