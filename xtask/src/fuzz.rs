@@ -11,7 +11,14 @@ use std::process::Command;
 use anyhow::{Result, bail};
 
 /// The targets, in `fuzz/fuzz_targets/`.
-const TARGETS: &[&str] = &["tar_split", "splitstream", "dumpfile", "erofs", "manifest"];
+const TARGETS: &[&str] = &[
+    "tar_split",
+    "splitstream",
+    "dumpfile",
+    "erofs",
+    "manifest",
+    "tar_erofs",
+];
 /// The host target: flags given through RUSTFLAGS then apply to the targets, not build scripts.
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 
@@ -87,7 +94,7 @@ pub fn run(args: Args) -> Result<()> {
                 .arg(format!("-artifact_prefix={}/{t}-", artifacts.display()))
                 .arg(&work)
                 .arg(root.join("fuzz/corpus").join(t))
-                // tar_split keeps its scratch repository here (not in /dev/shm).
+                // tar_split and tar_erofs keep their scratch repository here (not in /dev/shm).
                 .env("CFS_FUZZ_TMP", &tmp),
         )?;
         let _ = std::fs::remove_dir_all(&tmp);

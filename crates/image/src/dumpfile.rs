@@ -469,7 +469,8 @@ impl Parser {
             return err(
                 lineno,
                 format!(
-                    "too many xattrs: {} bytes, more than {XATTRS_LINE_MAX}",
+                    "{}: too many xattrs: {} bytes, more than {XATTRS_LINE_MAX}",
+                    show(path),
                     xattr_part.len()
                 ),
             );

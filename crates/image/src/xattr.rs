@@ -178,7 +178,12 @@ mod tests {
     fn set(pairs: &[(&[u8], usize)]) -> Xattrs {
         pairs
             .iter()
-            .map(|(k, n)| (k.to_vec().into_boxed_slice(), vec![b'v'; *n].into_boxed_slice()))
+            .map(|(k, n)| {
+                (
+                    k.to_vec().into_boxed_slice(),
+                    vec![b'v'; *n].into_boxed_slice(),
+                )
+            })
             .collect()
     }
 

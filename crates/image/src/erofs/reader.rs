@@ -340,9 +340,20 @@ struct Decoded {
     whiteout: bool,
 }
 
-fn decode_xattrs(raw: Vec<(Vec<u8>, Vec<u8>)>, is_dir: bool, version: u32) -> Decoded {
+/// Decodes an inode's xattrs (see [`Decoded`]).
+///
+/// Only an empty, non-external regular file (`empty_file`) is taken for an escaped whiteout,
+/// as the writer makes them: a file with data whose layer gave it its own
+/// `trusted.overlay.whiteout` xattr stays a file (with that xattr), so the object it is
+/// redirected to is still found (gc must never lose it).
+fn decode_xattrs(
+    raw: Vec<(Vec<u8>, Vec<u8>)>,
+    is_dir: bool,
+    empty_file: bool,
+    version: u32,
+) -> Decoded {
     let has = |name: &[u8]| raw.iter().any(|(k, _)| k == name);
-    let whiteout = !is_dir && has(overlay::ESCAPED_WHITEOUT);
+    let whiteout = !is_dir && empty_file && has(overlay::ESCAPED_WHITEOUT);
     let holds_whiteouts = is_dir && has(overlay::ESCAPED_WHITEOUTS);
     let mut d = Decoded {
         xattrs: BTreeMap::new(),
@@ -410,7 +421,7 @@ pub fn read(image: &[u8]) -> Result<FileSystem, ReadError> {
         if ino.mode & S_IFMT != S_IFDIR {
             return corrupt(format!("inode {nid} is not a directory"));
         }
-        let decoded = decode_xattrs(ino.xattrs.clone(), true, img.version);
+        let decoded = decode_xattrs(ino.xattrs.clone(), true, false, img.version);
         let stat = Stat {
             mode: ino.mode & 0o7777,
             uid: ino.uid,
@@ -484,7 +495,8 @@ pub fn read(image: &[u8]) -> Result<FileSystem, ReadError> {
 
 fn read_leaf(img: &Image<'_>, ino: RawInode<'_>, name: &[u8]) -> Result<Leaf, ReadError> {
     let ftype = ino.mode & S_IFMT;
-    let decoded = decode_xattrs(ino.xattrs.clone(), false, img.version);
+    let empty_file = ftype == S_IFREG && ino.size == 0 && ino.layout != LAYOUT_CHUNK_BASED;
+    let decoded = decode_xattrs(ino.xattrs.clone(), false, empty_file, img.version);
     let stat = Stat {
         mode: ino.mode & 0o7777,
         uid: ino.uid,

@@ -59,7 +59,10 @@ pub(super) fn verify(image: &[u8], expected: &[Expect<'_>]) -> Result<(), WriteE
             .inode(e.nid)
             .map_err(|err| mismatch(e.path, err.to_string()))?;
         if (raw.mode, raw.uid, raw.gid, raw.mtime) != (e.mode, e.uid, e.gid, e.mtime) {
-            return Err(mismatch(e.path, "mode, owner or mtime read back differently"));
+            return Err(mismatch(
+                e.path,
+                "mode, owner or mtime read back differently",
+            ));
         }
         let mut got: Vec<(&[u8], &[u8])> =
             raw.xattrs.iter().map(|(k, v)| (&k[..], &v[..])).collect();

@@ -19,8 +19,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use super::format::*;
-use super::{FormatOptions, WriteError};
 use super::verify::{self, Expect, ExpectData};
+use super::{FormatOptions, WriteError};
 use crate::tree::*;
 use crate::xattr::{XATTR_EXTERNAL_BUDGET, XattrError, XattrLimit, check_xattrs, xattr_charge};
 
@@ -435,7 +435,11 @@ fn rewrite_for_overlay(nodes: &mut [Node<'_>], version: u32) -> Result<(), Write
             let metacopy: Vec<u8> = match &ext.digest {
                 Some(d) => {
                     let bytes = d.as_bytes();
-                    let len = fit::<u8>(&nodes[i].path, "metacopy digest length", 4 + bytes.len() as u64)?;
+                    let len = fit::<u8>(
+                        &nodes[i].path,
+                        "metacopy digest length",
+                        4 + bytes.len() as u64,
+                    )?;
                     let mut v = vec![0, len, 0, d.algorithm().kernel_id()];
                     v.extend_from_slice(bytes);
                     v
@@ -500,9 +504,17 @@ fn put_xattr_entry(
     value: &[u8],
 ) -> Result<(), WriteError> {
     let (index, suffix) = xattr_split(name);
-    out.put_u8(fit(path, "xattr name length (e_name_len)", suffix.len() as u64)?);
+    out.put_u8(fit(
+        path,
+        "xattr name length (e_name_len)",
+        suffix.len() as u64,
+    )?);
     out.put_u8(index);
-    out.put_u16(fit(path, "xattr value size (e_value_size)", value.len() as u64)?);
+    out.put_u16(fit(
+        path,
+        "xattr value size (e_value_size)",
+        value.len() as u64,
+    )?);
     out.extend_from_slice(suffix);
     out.extend_from_slice(value);
     let pad = round_up(out.len() as u64, 4) - out.len() as u64;
@@ -717,8 +729,8 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
     let xattr_blkaddr = u32::try_from(inodes_end / BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?;
 
     // Step 6: bytes.
-    let capacity = usize::try_from(u64::from(total_blocks) * BLOCK_SIZE)
-        .map_err(|_| WriteError::TooLarge)?;
+    let capacity =
+        usize::try_from(u64::from(total_blocks) * BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?;
     let mut out: Vec<u8> = Vec::with_capacity(capacity);
     out.put_u32(COMPOSEFS_MAGIC);
     out.put_u32(COMPOSEFS_HEADER_VERSION);
@@ -738,7 +750,11 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
     out.put_u64(min_mtime.sec.cast_unsigned());
     out.put_u32(min_mtime.nsec);
     out.put_u32(total_blocks);
-    out.put_u32(fit(b"", "meta_blkaddr", (SUPER_OFFSET + SUPER_SIZE) / BLOCK_SIZE)?);
+    out.put_u32(fit(
+        b"",
+        "meta_blkaddr",
+        (SUPER_OFFSET + SUPER_SIZE) / BLOCK_SIZE,
+    )?);
     out.put_u32(xattr_blkaddr);
     out.put_zeros(SUPER_SIZE - 48);
 
@@ -766,7 +782,8 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
         };
         let mut blkaddr: Option<u32> = None;
         if n.n_blocks > 0 && matches!(ftype, S_IFDIR | S_IFREG | S_IFLNK) {
-            blkaddr = Some(u32::try_from(current_end / BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?);
+            blkaddr =
+                Some(u32::try_from(current_end / BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?);
             current_end += BLOCK_SIZE * n.n_blocks;
         }
         let mut i_u: u32 = blkaddr.unwrap_or(0);
@@ -862,7 +879,12 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
                 if n.tail > 0 {
                     let chunks = dirent_chunks(n.dirents.iter().map(|d| d.name.len()));
                     if let Some(&(s, e, _)) = chunks.last() {
-                        put_dirents(&mut out, &n.path, &n.dirents[s..e], &resolved_dirents[idx][s..e])?;
+                        put_dirents(
+                            &mut out,
+                            &n.path,
+                            &n.dirents[s..e],
+                            &resolved_dirents[idx][s..e],
+                        )?;
                     }
                 }
             }
@@ -908,7 +930,12 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
                 let chunks = dirent_chunks(n.dirents.iter().map(|d| d.name.len()));
                 let blocks = usize::try_from(n.n_blocks).map_err(|_| WriteError::TooLarge)?;
                 for &(s, e, _) in chunks.iter().take(blocks) {
-                    put_dirents(&mut out, &n.path, &n.dirents[s..e], &resolved_dirents[idx][s..e])?;
+                    put_dirents(
+                        &mut out,
+                        &n.path,
+                        &n.dirents[s..e],
+                        &resolved_dirents[idx][s..e],
+                    )?;
                     pad_block(&mut out);
                 }
             }
