@@ -26,8 +26,11 @@ fn run(repo: &Path, args: &[&str]) -> Output {
     cfsctl(repo, &a)
 }
 
+/// PAX xattrs of one entry: (name, value).
+type Xattrs = Vec<(String, Vec<u8>)>;
+
 /// A tar of regular files, each with its PAX xattrs.
-fn tar(files: &[(&str, &[u8], Vec<(String, Vec<u8>)>)]) -> Vec<u8> {
+fn tar(files: &[(&str, &[u8], Xattrs)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (path, data, xattrs) in files {
         if !xattrs.is_empty() {
@@ -65,7 +68,7 @@ fn layers_with_xattrs_beyond_the_limits_make_no_image() {
     let many: Vec<_> = (0..1500)
         .map(|i| xattr(format!("user.{i:05}"), 16))
         .collect();
-    let cases: Vec<(&str, Vec<(String, Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(&str, Xattrs, &str)> = vec![
         (
             "name256",
             vec![xattr(format!("user.{}", "n".repeat(251)), 1)],
@@ -149,7 +152,7 @@ fn a_layers_own_overlay_xattrs_mount_as_written() {
     let redirect = format!("/{}", secret_id.object_path()).into_bytes();
     let mut metacopy = vec![0u8, 36, 0, 1];
     metacopy.extend_from_slice(secret_id.as_bytes());
-    let hostile = |extra: Vec<(String, Vec<u8>)>| {
+    let hostile = |extra: Xattrs| {
         let mut v = vec![
             ("trusted.overlay.redirect".to_string(), redirect.clone()),
             ("trusted.overlay.metacopy".to_string(), metacopy.clone()),
