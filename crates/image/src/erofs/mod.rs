@@ -8,13 +8,14 @@
 //!
 //! The layout is described in `docs/image.md`.
 
+mod encode;
 pub mod format;
 mod reader;
 mod verify;
 mod writer;
 
+pub use encode::directory_size;
 pub use reader::{ReadError, read, referenced_objects};
-pub use writer::directory_size;
 
 use crate::tree::FileSystem;
 

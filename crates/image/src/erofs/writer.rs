@@ -11,13 +11,20 @@
 //!    external files, turn character devices 0/0 into escaped whiteouts, mark the root opaque;
 //! 4. share every xattr (name and value) used by more than one inode;
 //! 5. place inodes in 32-byte slots after the superblock, tails never crossing a block;
-//! 6. write header, superblock, inodes, shared xattrs, then the data blocks.
+//! 6. write header, superblock, inodes, shared xattrs, then the data blocks; a value too
+//!    large for its on-disk field is an error (`encode::fit`), never truncated;
+//! 7. parse every inode back (`verify`) and refuse an image that does not say exactly what
+//!    the tree (after the rewrite) says.
+//!
+//! Every inode's xattrs are first checked against the limits of [`crate::xattr`], whatever
+//! built the tree.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
+use super::encode::*;
 use super::format::*;
 use super::verify::{self, Expect, ExpectData};
 use super::{FormatOptions, WriteError};
@@ -31,18 +38,6 @@ enum Data<'a> {
     Inline(&'a [u8]),
     External { chunk_bits: u32, chunk_count: u64 },
     None,
-}
-
-/// Where a directory entry points before node numbers are final.
-#[derive(Clone, Copy)]
-enum Target {
-    Node(usize),
-    Leaf(LeafId),
-}
-
-struct Dirent<'a> {
-    name: Cow<'a, [u8]>,
-    target: Target,
 }
 
 struct Node<'a> {
@@ -100,99 +95,6 @@ impl<'a> Node<'a> {
         self.xattrs.insert(Cow::Borrowed(name), value);
         Ok(())
     }
-}
-
-fn show(path: &[u8]) -> String {
-    if path.is_empty() {
-        "/".into()
-    } else {
-        String::from_utf8_lossy(path).into_owned()
-    }
-}
-
-/// The chunk size (as log2) composefs picks for an external file: as few chunks as possible
-/// without a chunk larger than needed, between one block and 2^31 blocks.
-fn chunk_bits(size: u64) -> u32 {
-    let bits = if size <= 1 {
-        0
-    } else {
-        64 - (size - 1).leading_zeros()
-    };
-    bits.clamp(BLOCK_BITS, CHUNK_FORMAT_BLKBITS_MASK + BLOCK_BITS)
-}
-
-/// Does the tree contain an overlay whiteout (a character device 0/0)?
-fn has_whiteout(dir: &Directory) -> bool {
-    let mut stack = vec![dir];
-    while let Some(d) = stack.pop() {
-        for (_, inode) in d.entries() {
-            match inode {
-                Inode::Directory(sub) => stack.push(sub),
-                Inode::Leaf(l) if l.content.is_whiteout() => return true,
-                Inode::Leaf(_) => {}
-            }
-        }
-    }
-    false
-}
-
-/// Splits sorted directory entries into 4 KiB blocks; returns the chunk boundaries as
-/// (start, end, bytes) and leaves the caller to decide about the last one.
-fn dirent_chunks(names: impl Iterator<Item = usize>) -> Vec<(usize, usize, u64)> {
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0u64;
-    let mut i = 0;
-    for len in names {
-        let len = DIRENT_SIZE + len as u64;
-        if bytes + len > BLOCK_SIZE {
-            chunks.push((start, i, bytes));
-            start = i;
-            bytes = 0;
-        }
-        bytes += len;
-        i += 1;
-    }
-    chunks.push((start, i, bytes));
-    chunks
-}
-
-/// (full blocks, inline tail bytes) of a directory with these entry name lengths, before any
-/// layout adjustment: a tail of more than half a block gets a block of its own.
-fn dir_blocks(name_lens: impl Iterator<Item = usize>) -> (u64, u64) {
-    let chunks = dirent_chunks(name_lens);
-    let mut n_blocks = chunks.len() as u64 - 1;
-    let mut tail = chunks.last().map_or(0, |c| c.2);
-    if tail > BLOCK_SIZE / 2 {
-        n_blocks += 1;
-        tail = 0;
-    }
-    (n_blocks, tail)
-}
-
-/// The names of the 256 whiteouts composefs puts in the root (`00`…`ff`).
-fn root_whiteout_names() -> impl Iterator<Item = [u8; 2]> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..256usize).map(|i| [HEX[i >> 4], HEX[i & 15]])
-}
-
-/// The size a directory has in an image (without the rare layout-dependent adjustment when
-/// its tail does not fit after the inode).
-pub fn directory_size(dir: &Directory, is_root: bool) -> u64 {
-    let mut names: Vec<&[u8]> = vec![b".", b".."];
-    names.extend(dir.entries().map(|(n, _)| n.as_bytes()));
-    let whiteouts: Vec<[u8; 2]> = if is_root {
-        root_whiteout_names()
-            .filter(|w| dir.get(std::ffi::OsStr::from_bytes(w)).is_none())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    names.extend(whiteouts.iter().map(|w| &w[..]));
-    // Block splitting depends on order: sort like the writer does.
-    names.sort();
-    let (n_blocks, tail) = dir_blocks(names.iter().map(|n| n.len()));
-    n_blocks * BLOCK_SIZE + tail
 }
 
 enum Pending<'a> {
@@ -475,51 +377,6 @@ fn rewrite_for_overlay(nodes: &mut [Node<'_>], version: u32) -> Result<(), Write
 
 fn node_parent(nodes: &[Node<'_>], i: usize) -> usize {
     nodes[i].parent
-}
-
-/// The on-disk xattr entry size of `name=value`.
-fn xattr_entry_size(name: &[u8], value: &[u8]) -> u64 {
-    let (_, suffix) = xattr_split(name);
-    round_up(
-        XATTR_ENTRY_HEADER_SIZE + suffix.len() as u64 + value.len() as u64,
-        4,
-    )
-}
-
-/// A value that must fit a narrower on-disk field, or the error naming the file and field.
-fn fit<T: TryFrom<u64>>(path: &[u8], field: &'static str, value: u64) -> Result<T, WriteError> {
-    T::try_from(value).map_err(|_| WriteError::DoesNotFit {
-        path: show(path),
-        field,
-        value,
-    })
-}
-
-/// Appends one xattr entry; a name suffix or value too long for its header field is an error,
-/// never a truncated length (whose excess bytes would parse as further, forged, entries).
-fn put_xattr_entry(
-    out: &mut Vec<u8>,
-    path: &[u8],
-    name: &[u8],
-    value: &[u8],
-) -> Result<(), WriteError> {
-    let (index, suffix) = xattr_split(name);
-    out.put_u8(fit(
-        path,
-        "xattr name length (e_name_len)",
-        suffix.len() as u64,
-    )?);
-    out.put_u8(index);
-    out.put_u16(fit(
-        path,
-        "xattr value size (e_value_size)",
-        value.len() as u64,
-    )?);
-    out.extend_from_slice(suffix);
-    out.extend_from_slice(value);
-    let pad = round_up(out.len() as u64, 4) - out.len() as u64;
-    out.put_zeros(pad);
-    Ok(())
 }
 
 /// Per-inode xattr layout: which are shared (their offsets) and the ibody size.
@@ -993,29 +850,4 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
         .collect();
     verify::verify(&out, &expected)?;
     Ok(out)
-}
-
-fn pad_block(out: &mut Vec<u8>) {
-    out.put_zeros(round_up(out.len() as u64, BLOCK_SIZE) - out.len() as u64);
-}
-
-/// Appends one block's directory entries; a name offset beyond 16 bits is an error.
-fn put_dirents(
-    out: &mut Vec<u8>,
-    path: &[u8],
-    dirents: &[Dirent<'_>],
-    targets: &[(u64, u8)],
-) -> Result<(), WriteError> {
-    let mut nameoff = dirents.len() as u64 * DIRENT_SIZE;
-    for (d, &(nid, ft)) in dirents.iter().zip(targets) {
-        out.put_u64(nid);
-        out.put_u16(fit(path, "directory entry name offset", nameoff)?);
-        out.put_u8(ft);
-        out.put_u8(0);
-        nameoff += d.name.len() as u64;
-    }
-    for d in dirents {
-        out.extend_from_slice(&d.name);
-    }
-    Ok(())
 }
