@@ -187,3 +187,22 @@ pub(super) fn put_dirents(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_lengths_that_do_not_fit_are_errors_not_truncations() {
+        let mut out = Vec::new();
+        let mut name = b"user.".to_vec();
+        name.extend_from_slice(&[b'n'; 256]);
+        let e = put_xattr_entry(&mut out, b"/f", &name, b"v").expect_err("suffix of 256");
+        assert!(e.to_string().contains("e_name_len"), "{e}");
+        let e = put_xattr_entry(&mut out, b"/f", b"user.v", &vec![0; 65536]).expect_err("value");
+        assert!(e.to_string().contains("e_value_size"), "{e}");
+        out.clear();
+        put_xattr_entry(&mut out, b"/f", b"user.v", &vec![0; 65535]).expect("65535 fits");
+        assert_eq!(out[..4], [1, 1, 0xff, 0xff]);
+    }
+}

@@ -117,3 +117,44 @@ pub(super) fn verify(image: &[u8], expected: &[Expect<'_>]) -> Result<(), WriteE
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::erofs::{FormatOptions, write};
+    use crate::tree::{FileSystem, Stat};
+
+    #[test]
+    fn an_image_that_says_something_else_is_caught() {
+        let mut root = Stat::with_mode(0o755);
+        root.xattrs.insert(b"user.a"[..].into(), b"1"[..].into());
+        let fs = FileSystem::new(root);
+        let image = write(&fs, FormatOptions::default()).expect("write");
+        let img = Image::parse(&image).expect("parse");
+        let root_nid = u64::from(u16::from_le_bytes([image[1024 + 14], image[1024 + 15]]));
+        let raw = img.inode(root_nid).expect("root");
+        let good: BTreeMap<Cow<'_, [u8]>, Cow<'_, [u8]>> = raw
+            .xattrs
+            .iter()
+            .map(|(k, v)| (Cow::Borrowed(&k[..]), Cow::Borrowed(&v[..])))
+            .collect();
+        let expect = |xattrs| Expect {
+            path: b"",
+            nid: root_nid,
+            mode: raw.mode,
+            uid: 0,
+            gid: 0,
+            mtime: raw.mtime,
+            xattrs,
+            data: ExpectData::None,
+        };
+        let mut forged = good.clone();
+        forged.insert(
+            Cow::Borrowed(b"trusted.overlay.redirect"),
+            Cow::Borrowed(b"/x"),
+        );
+        verify(&image, &[expect(&good)]).expect("as written");
+        let e = verify(&image, &[expect(&forged)]).expect_err("differs");
+        assert!(e.to_string().contains("xattrs read back"), "{e}");
+    }
+}
