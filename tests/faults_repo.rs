@@ -321,7 +321,10 @@ fn repair_then_the_advised_re_pull_restores_the_composefs_image_too() {
             && repaired.contains("needs a re-pull: images/refs/oci/app"),
         "{repaired}"
     );
-    assert!(repaired.contains(&format!("removed image {id}")), "{repaired}");
+    assert!(
+        repaired.contains(&format!("removed image {id}")),
+        "{repaired}"
+    );
 
     // The re-pull it advises, and nothing else: fsck is clean, the image is back under its ref.
     assert_eq!(pull(&repo, &reference), img.config_digest);
