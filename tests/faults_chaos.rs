@@ -128,6 +128,18 @@ fn chaos_many_random_kills() {
     chaos(env_u64("CFS_CHAOS_ROUNDS").unwrap_or(100), seed());
 }
 
+/// Runs the copy `bin` of cfsctl on `repo` (as `common::cfsctl` runs the built one).
+fn cli(bin: &Path, repo: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin)
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .env_remove("CFS_REPO")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cfsctl")
+}
+
 /// An image of `files` files of about `size` bytes each, in two layers.
 fn small_image(layout: &mut OciLayout, tag: &str, files: usize, size: usize, seed: u64) -> Image {
     let data: Vec<(String, Vec<u8>)> = (0..files)
@@ -171,8 +183,8 @@ fn entries(dir: &Path) -> Vec<String> {
 
 /// After a kill: fsck passes, and removing every name by the ordinary commands, then gc,
 /// leaves nothing behind.
-fn check_after_kill(repo: &Path, what: &str) {
-    let fsck = cfsctl(repo, &["fsck"]);
+fn check_after_kill(bin: &Path, repo: &Path, what: &str) {
+    let fsck = cli(bin, repo, &["fsck"]);
     assert!(
         fsck.status.success(),
         "{what}: fsck failed:\n{}",
@@ -180,7 +192,7 @@ fn check_after_kill(repo: &Path, what: &str) {
     );
     // Every image name, by `oci rm` (one name removes all names of its image).
     loop {
-        let list = ok(&cfsctl(repo, &["oci", "images", "--json"]));
+        let list = ok(&cli(bin, repo, &["oci", "images", "--json"]));
         let v: serde_json::Value = serde_json::from_str(&list).expect("json");
         let Some(name) = v
             .as_array()
@@ -189,16 +201,16 @@ fn check_after_kill(repo: &Path, what: &str) {
         else {
             break;
         };
-        ok(&cfsctl(repo, &["oci", "rm", name]));
+        ok(&cli(bin, repo, &["oci", "rm", name]));
     }
     // Every image ref a user made (`create-image DIR NAME`); not the `oci/…` ones, which the
     // `oci rm`s above must have taken.
     for r in entries(&repo.join("images/refs")) {
         if !r.starts_with("oci/") && !r.contains("/.tmp-") && !r.starts_with(".tmp-") {
-            ok(&cfsctl(repo, &["rmi", &r]));
+            ok(&cli(bin, repo, &["rmi", &r]));
         }
     }
-    ok(&cfsctl(repo, &["gc"]));
+    ok(&cli(bin, repo, &["gc"]));
     for dir in ["objects", "streams", "images"] {
         let left = entries(&repo.join(dir));
         assert!(
@@ -206,29 +218,30 @@ fn check_after_kill(repo: &Path, what: &str) {
             "{what}: after rm of everything and gc, {dir}/ holds {left:?}"
         );
     }
-    ok(&cfsctl(repo, &["fsck"]));
+    ok(&cli(bin, repo, &["fsck"]));
 }
 
 /// A repository with two named images (one with two names), their composefs images, an image
 /// made from a directory, and garbage for gc (an image pulled then removed).
-fn kill_template(tmp: &Path, files: usize, size: usize) -> (PathBuf, OciLayout) {
+fn kill_template(bin: &Path, tmp: &Path, files: usize, size: usize) -> (PathBuf, OciLayout) {
     let mut layout = OciLayout::create(&tmp.join("layout"));
     for (i, tag) in ["app", "other", "junk", "fresh"].into_iter().enumerate() {
         small_image(&mut layout, tag, files, size, i as u64 + 1);
     }
     let repo = tmp.join("template");
-    ok(&cfsctl(&repo, &["init", "--insecure"]));
+    ok(&cli(bin, &repo, &["init", "--insecure"]));
     for tag in ["app", "other", "junk"] {
-        ok(&cfsctl(
+        ok(&cli(
+            bin,
             &repo,
             &["oci", "pull", "-q", &layout.reference(tag)],
         ));
     }
-    ok(&cfsctl(&repo, &["oci", "tag", "app", "b"]));
+    ok(&cli(bin, &repo, &["oci", "tag", "app", "b"]));
     for name in ["app", "b", "other"] {
-        ok(&cfsctl(&repo, &["oci", "create-image", name]));
+        ok(&cli(bin, &repo, &["oci", "create-image", name]));
     }
-    ok(&cfsctl(&repo, &["oci", "rm", "junk"]));
+    ok(&cli(bin, &repo, &["oci", "rm", "junk"]));
     for (dir, seed) in [("src1", 7), ("src2", 8)] {
         let src = tmp.join(dir);
         std::fs::create_dir_all(src.join("s")).expect("src");
@@ -241,7 +254,8 @@ fn kill_template(tmp: &Path, files: usize, size: usize) -> (PathBuf, OciLayout) 
         }
     }
     let src1 = tmp.join("src1");
-    ok(&cfsctl(
+    ok(&cli(
+        bin,
         &repo,
         &["create-image", src1.to_str().expect("utf-8"), "mine"],
     ));
@@ -250,7 +264,7 @@ fn kill_template(tmp: &Path, files: usize, size: usize) -> (PathBuf, OciLayout) 
 
 /// Runs `args` on a fresh copy of `template`, killed at step 1, 2, … until it completes;
 /// checks the repository after every kill. Returns the number of kills.
-fn kill_every_step(template: &Path, work: &Path, args: &[String]) -> usize {
+fn kill_every_step(bin: &Path, template: &Path, work: &Path, args: &[String]) -> usize {
     for k in 1.. {
         if work.exists() {
             std::fs::remove_dir_all(work).expect("remove work copy");
@@ -264,7 +278,7 @@ fn kill_every_step(template: &Path, work: &Path, args: &[String]) -> usize {
                 .is_ok_and(|s| s.success()),
             "copying the template repository"
         );
-        let out = Command::new(env!("CARGO_BIN_EXE_cfsctl"))
+        let out = Command::new(bin)
             .arg("--repo")
             .arg(work)
             .args(args)
@@ -287,7 +301,7 @@ fn kill_every_step(template: &Path, work: &Path, args: &[String]) -> usize {
             "{what}: failed instead: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        check_after_kill(work, &what);
+        check_after_kill(bin, work, &what);
     }
     unreachable!()
 }
@@ -297,8 +311,33 @@ fn kill_points(files: usize, size: usize) {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
-    let (template, layout) = kill_template(tmp.path(), files, size);
-    let mine = ok(&cfsctl(&template, &["images"]))
+    // A copy of the binary under test, checked to have fault injection built in: a build of
+    // cfsctl without the feature (`cargo build`, another checkout sharing the target
+    // directory) replaces the file at CARGO_BIN_EXE_cfsctl and would end every command's
+    // kill loop early, unnoticed.
+    let bin = tmp.path().join("cfsctl");
+    std::fs::copy(env!("CARGO_BIN_EXE_cfsctl"), &bin).expect("copy cfsctl");
+    let probe_repo = tmp.path().join("probe");
+    ok(&cli(&bin, &probe_repo, &["init", "--insecure"]));
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let probe = Command::new(&bin)
+        .arg("--repo")
+        .arg(&probe_repo)
+        .arg("create-image")
+        .arg(&empty)
+        .env("CFS_FAULT_KILL_AT", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run cfsctl");
+    assert_eq!(
+        probe.signal(),
+        Some(9),
+        "cfsctl was built without cfs-repository's fault-injection feature"
+    );
+    let (template, layout) = kill_template(&bin, tmp.path(), files, size);
+    let mine = ok(&cli(&bin, &template, &["images"]))
         .lines()
         .find(|l| l.contains("\tmine\t"))
         .and_then(|l| l.split('\t').next())
@@ -321,7 +360,7 @@ fn kill_points(files: usize, size: usize) {
     let work = tmp.path().join("work");
     for c in commands {
         let args: Vec<String> = c.iter().map(|s| s.to_string()).collect();
-        let kills = kill_every_step(&template, &work, &args);
+        let kills = kill_every_step(&bin, &template, &work, &args);
         let _ = std::io::Write::write_all(
             &mut std::io::stderr(),
             format!(
