@@ -1,7 +1,8 @@
 //! Faults around a repository: corrupt and missing objects (fsck names them, `fsck --repair`
 //! plus a re-pull restores them), two pulls of images sharing layers at once, gc running while
 //! a pull runs, and a pull into a full filesystem (a small loop-mounted ext4, as root: a clear
-//! ENOSPC error, fsck passes, and after freeing space the pull completes).
+//! ENOSPC error, fsck passes, and after freeing space the pull completes). A composefs image
+//! removed by `fsck --repair` is rebuilt by the re-pull it advises.
 
 mod common;
 #[path = "common/oci_layout.rs"]
@@ -288,4 +289,50 @@ fn a_full_disk_gives_enospc_and_a_later_pull_completes() {
     assert_eq!(pull(&repo, &layout.reference("fat")), img.config_digest);
     fsck_ok(&repo);
     check_layers(&repo, &img);
+}
+
+#[test]
+fn repair_then_the_advised_re_pull_restores_the_composefs_image_too() {
+    if !skopeo_ok() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut layout = OciLayout::create(&tmp.path().join("layout"));
+    let a = noise(70_000, 31);
+    let img = layout.add_image(
+        Some("app"),
+        &[
+            layer(&tar_of(&[("usr/a", &a)]), Comp::Gzip),
+            layer(&tar_of(&[("etc/b", &noise(9_000, 32))]), Comp::Zstd),
+        ],
+        AMD64,
+    );
+    let repo = new_repo(&tmp.path().join("repo"));
+    let reference = layout.reference("app");
+    assert_eq!(pull(&repo, &reference), img.config_digest);
+    let id = ok(&cfsctl(&repo, &["oci", "create-image", "app"]));
+    let id = id.trim().to_owned();
+
+    // A file object both the layer stream and the composefs image need goes missing.
+    std::fs::remove_file(object_path(&repo, &a)).expect("remove a");
+    let repaired = ok(&cfsctl(&repo, &["fsck", "--repair"]));
+    assert!(
+        repaired.contains("needs a re-pull: streams/refs/app")
+            && repaired.contains("needs a re-pull: images/refs/oci/app"),
+        "{repaired}"
+    );
+    assert!(
+        repaired.contains(&format!("removed image {id}")),
+        "{repaired}"
+    );
+
+    // The re-pull it advises, and nothing else: fsck is clean, the image is back under its ref.
+    assert_eq!(pull(&repo, &reference), img.config_digest);
+    fsck_ok(&repo);
+    let images = ok(&cfsctl(&repo, &["images"]));
+    assert!(images.contains(&format!("{id}\toci/app")), "{images}");
+    // A pull when the image ref's image is present leaves it alone.
+    assert_eq!(pull(&repo, &reference), img.config_digest);
+    assert!(ok(&cfsctl(&repo, &["images"])).contains(&format!("{id}\toci/app")));
+    fsck_ok(&repo);
 }

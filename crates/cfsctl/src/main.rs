@@ -196,7 +196,11 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
                     println!("removed image {i}");
                 }
                 for n in &r.refs {
-                    println!("needs a re-pull: {n}");
+                    match n.strip_prefix("images/refs/oci/") {
+                        // The composefs image of a pulled image: its re-pull rebuilds it.
+                        Some(x) => println!("needs a re-pull: {n} (the pull of {x} rebuilds it)"),
+                        None => println!("needs a re-pull: {n}"),
+                    }
                 }
                 println!(
                     "repaired: {} problems found; removed {} objects, {} streams, {} images; {} refs to re-pull",
@@ -252,6 +256,9 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
             }
             for o in &report.objects {
                 println!("{verb} object {o}");
+            }
+            for l in &report.temp_links {
+                println!("removed temporary link {l} (left by a killed process)");
             }
             println!(
                 "{verb} {} objects ({} bytes), {} streams, {} images; kept {} objects",

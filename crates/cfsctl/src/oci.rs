@@ -369,6 +369,7 @@ fn run_pull(repo: &Repository, args: PullArgs) -> Result<()> {
         b.finish();
     }
     let result = result?;
+    let rebuilt = restore_image_ref(repo, &result.name)?;
     if !quiet {
         let what = if result.artifact { "artifact" } else { "image" };
         let list = match (&result.list_digest, &result.platform) {
@@ -385,8 +386,33 @@ fn run_pull(repo: &Repository, args: PullArgs) -> Result<()> {
             result.name
         );
     }
+    if let Some(id) = rebuilt
+        && !quiet
+    {
+        eprintln!(
+            "rebuilt the composefs image {} of {}",
+            short_digest(&id.to_hex()),
+            store::image_ref_name(&result.name)
+        );
+    }
     println!("{}", result.image_id);
     Ok(())
+}
+
+/// `fsck --repair` removes a composefs image that needs a lost object but keeps the image ref
+/// `oci/NAME` made for it (by `oci create-image`/`oci mount`), and advises a re-pull of NAME.
+/// That re-pull restores the layers and then, here, rebuilds the image the dangling ref names,
+/// so the repair + re-pull leave a clean repository with no other command. A ref whose image is
+/// present is left alone. Returns the rebuilt image's ID.
+fn restore_image_ref(repo: &Repository, name: &str) -> Result<Option<cfs_repository::ObjectId>> {
+    let image_ref = store::image_ref_name(name);
+    let has_ref = repo.list_image_refs()?.iter().any(|r| r.name == image_ref);
+    if !has_ref || repo.resolve_image(&image_ref).is_ok() {
+        return Ok(None);
+    }
+    let id = create_image(repo, name)
+        .with_context(|| format!("pulled {name}, but rebuilding its image ref {image_ref}"))?;
+    Ok(Some(id))
 }
 
 fn images(repo: &Repository, json: bool) -> Result<()> {
@@ -504,9 +530,11 @@ pub fn run(repo: &Repository, cmd: OciCommand) -> Result<()> {
                 }
                 _ => bail!("no image named {name:?} (see `cfsctl oci images`)"),
             }
-            repo.remove_stream_ref(&name)?;
-            // The composefs image `oci create-image`/`oci mount` made under this name.
+            // The composefs image ref `oci create-image`/`oci mount` made under this name goes
+            // first: killed in between, the name stays (the next `oci create-image` re-makes
+            // the ref) rather than an `oci/NAME` ref that no `oci` command sees any more.
             repo.remove_image_ref(&store::image_ref_name(&name))?;
+            repo.remove_stream_ref(&name)?;
         }
         OciCommand::Rm { name } => {
             let cid = store::resolve(repo, &name)?;
@@ -520,20 +548,23 @@ pub fn run(repo: &Repository, cmd: OciCommand) -> Result<()> {
                     image_refs.push(r.name);
                 }
             }
-            let mut removed = 0;
-            for (n, c) in store::names(repo)? {
-                if c == cid {
-                    repo.remove_stream_ref(&n)?;
-                    println!("untagged {n}");
-                    removed += 1;
-                }
-            }
-            if removed == 0 && image_refs.is_empty() {
+            let names: Vec<String> = store::names(repo)?
+                .into_iter()
+                .filter(|(_, c)| *c == cid)
+                .map(|(n, _)| n)
+                .collect();
+            if names.is_empty() && image_refs.is_empty() {
                 bail!("{name:?} has no names to remove");
             }
+            // Image refs first, names last: killed in between, a name is left by which a
+            // second `oci rm` finds (and removes) everything that is left.
             for r in image_refs {
                 repo.remove_image_ref(&r)?;
                 println!("removed image ref {r}");
+            }
+            for n in names {
+                repo.remove_stream_ref(&n)?;
+                println!("untagged {n}");
             }
             eprintln!(
                 "removed {}; run `cfsctl gc` to free its space",

@@ -50,6 +50,8 @@ pub struct GcReport {
     pub mounted: Vec<ObjectId>,
     /// Objects kept.
     pub kept_objects: usize,
+    /// Temporary links a killed process left (`streams/…/.tmp-link-…`), removed.
+    pub temp_links: Vec<String>,
 }
 
 /// The set of live objects and names, computed from the refs.
@@ -183,6 +185,7 @@ impl Repository {
         for (cid, _) in self.list_streams()? {
             if !live.streams.contains(&cid) {
                 if !dry_run {
+                    crate::fault::point();
                     let p = self.path().join("streams").join(&cid);
                     std::fs::remove_file(&p).ctx("removing", &p)?;
                 }
@@ -192,11 +195,17 @@ impl Repository {
         for id in self.list_images()? {
             if !live.images.contains(&id) {
                 if !dry_run {
+                    crate::fault::point();
                     let p = self.path().join("images").join(id.to_hex());
                     std::fs::remove_file(&p).ctx("removing", &p)?;
                 }
                 report.images.push(id);
             }
+        }
+        if !dry_run {
+            report.temp_links = self.remove_stale_links()?;
+            // The names' removal is durable before any object they named goes.
+            self.sync_link_dirs()?;
         }
         for (id, size) in self.all_objects()? {
             if live.objects.contains(&id) {
@@ -204,11 +213,16 @@ impl Repository {
                 continue;
             }
             if !dry_run {
+                crate::fault::point();
                 let p = self.object_path(&id);
                 std::fs::remove_file(&p).ctx("removing", &p)?;
             }
             report.objects.push(id);
             report.bytes += size;
+        }
+        if !dry_run && !report.objects.is_empty() {
+            // What gc reports as removed stays removed after a power cut.
+            self.sync()?;
         }
         Ok(report)
     }

@@ -5,7 +5,9 @@
 //! See `docs/repository.md` and `docs/splitstream.md` for the on-disk formats.
 
 pub mod digest;
+mod durable;
 pub mod error;
+mod fault;
 pub mod fsck;
 pub mod fsverity;
 pub mod gc;

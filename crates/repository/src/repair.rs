@@ -117,13 +117,19 @@ impl Repository {
                 out.images.push(id.clone());
             }
         }
+        // The links' removal is durable before the corrupt objects go.
+        self.sync_link_dirs()?;
         for rel in &out.objects {
+            crate::fault::point();
             let p = self.path().join(rel);
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e).ctx("removing", &p),
             }
+        }
+        if !out.objects.is_empty() {
+            self.sync()?;
         }
         for r in self.list_stream_refs()? {
             if broken_streams.contains(&r.target) {

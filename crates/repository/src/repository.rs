@@ -26,6 +26,7 @@ use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{HashAlgorithm, ObjectId};
+use crate::durable::{DirtyDirs, TEMP_LINK, parent_of};
 use crate::error::{Error, IoContext, Result};
 use crate::fsverity::{self, FsVerityHasher, VerityError};
 use crate::names::{check_content_id, check_ref_name};
@@ -79,8 +80,8 @@ pub enum InitVerity {
 
 /// A directory relative to the repository root, with the path kept for messages.
 pub(crate) struct Dir {
-    fd: OwnedFd,
-    rel: &'static str,
+    pub(crate) fd: OwnedFd,
+    pub(crate) rel: &'static str,
 }
 
 /// An open repository. Holds a shared lock (exclusive during gc) until dropped.
@@ -117,14 +118,28 @@ fn open_dir(root: impl AsFd, rel: &'static str, base: &Path) -> Result<Dir> {
     Ok(Dir { fd, rel })
 }
 
-fn mkdir_p(dirfd: BorrowedFd<'_>, rel: &str) -> rustix::io::Result<()> {
+/// Creates `rel` and its missing parents under `dirfd`; every directory it creates goes into
+/// `dirty` with its parent (both must be fsynced for the new directory to survive a crash).
+fn mkdir_p(dirfd: BorrowedFd<'_>, rel: &str, dirty: &mut DirtyDirs) -> rustix::io::Result<()> {
+    fn created(rel: &str, dirty: &mut DirtyDirs) {
+        dirty.insert(rel.to_owned());
+        dirty.insert(parent_of(rel).to_owned());
+    }
     match rustix::fs::mkdirat(dirfd, rel, Mode::from_raw_mode(0o755)) {
-        Ok(()) | Err(Errno::EXIST) => Ok(()),
+        Ok(()) => {
+            created(rel, dirty);
+            Ok(())
+        }
+        Err(Errno::EXIST) => Ok(()),
         Err(Errno::NOENT) => {
             if let Some((parent, _)) = rel.rsplit_once('/') {
-                mkdir_p(dirfd, parent)?;
+                mkdir_p(dirfd, parent, dirty)?;
                 match rustix::fs::mkdirat(dirfd, rel, Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(Errno::EXIST) => Ok(()),
+                    Ok(()) => {
+                        created(rel, dirty);
+                        Ok(())
+                    }
+                    Err(Errno::EXIST) => Ok(()),
                     Err(e) => Err(e),
                 }
             } else {
@@ -173,6 +188,8 @@ impl Repository {
             .and_then(|f| f.sync_all())
             .ctx("syncing", &tmp)?;
         std::fs::rename(&tmp, &meta_path).ctx("renaming to", &meta_path)?;
+        // `init` reports success only once the directories and meta.json's name are durable.
+        rustix::fs::syncfs(File::open(path).ctx("opening", path)?).ctx("syncing", path)?;
         Self::open(path)
     }
 
@@ -442,7 +459,9 @@ impl Repository {
     fn link_object(&self, file: File, staged: Option<String>, id: &ObjectId) -> Result<()> {
         let rel = id.object_path();
         let (dir, _) = rel.split_at(2);
-        mkdir_p(self.objects.fd.as_fd(), dir)
+        // `objects/XX` and the object's entry in it are made durable by the `syncfs` that
+        // precedes naming anything that needs the object, not by an fsync here.
+        mkdir_p(self.objects.fd.as_fd(), dir, &mut DirtyDirs::new())
             .ctx("creating", self.path.join("objects").join(dir))?;
         let file = if self.meta.verity == VerityMode::Enforced {
             // Verity needs a read-only descriptor and no writable one left open.
@@ -457,6 +476,7 @@ impl Repository {
         } else {
             file
         };
+        crate::fault::point();
         let res = match &staged {
             None => link_tmpfile(&file, &self.objects.fd, &rel),
             Some(name) => rustix::fs::linkat(
@@ -518,18 +538,20 @@ impl Repository {
     }
 
     /// Names already-written stream objects by their content ids, after making all data
-    /// durable: the stream becomes visible only once everything it references is on disk.
+    /// durable: the stream becomes visible only once everything it references is on disk, and
+    /// this returns only once the names are durable too (one fsync of `streams/` for all).
     pub fn register_streams(&self, streams: &[(&str, ObjectId)]) -> Result<()> {
         for (cid, id) in streams {
             check_content_id(cid)?;
             self.check_alg(id)?;
         }
         self.sync()?;
+        let mut dirty = DirtyDirs::new();
         for (cid, id) in streams {
             let target = format!("../objects/{}", id.object_path());
-            self.replace_symlink(&self.streams, cid, &target)?;
+            self.link_at(&self.streams, cid, &target, &mut dirty)?;
         }
-        Ok(())
+        self.sync_dirs(&self.streams, &dirty)
     }
 
     /// [`Repository::register_streams`] for one stream.
@@ -734,17 +756,29 @@ impl Repository {
         }
     }
 
+    /// Creates or atomically replaces the link `dir/rel` and returns once it is durable.
     fn replace_symlink(&self, dir: &Dir, rel: &str, target: &str) -> Result<()> {
+        let mut dirty = DirtyDirs::new();
+        self.link_at(dir, rel, target, &mut dirty)?;
+        self.sync_dirs(dir, &dirty)
+    }
+
+    /// Creates or atomically replaces the link `dir/rel` (a temporary link renamed over it);
+    /// the directories whose entries changed go into `dirty` for [`Repository::sync_dirs`].
+    fn link_at(&self, dir: &Dir, rel: &str, target: &str, dirty: &mut DirtyDirs) -> Result<()> {
         let full = self.path.join(dir.rel).join(rel);
         if let Some((parent, _)) = rel.rsplit_once('/') {
-            mkdir_p(dir.fd.as_fd(), parent)
+            mkdir_p(dir.fd.as_fd(), parent, dirty)
                 .ctx("creating", self.path.join(dir.rel).join(parent))?;
         }
         let tmp_rel = match rel.rsplit_once('/') {
-            Some((parent, _)) => format!("{parent}/{}", self.temp_name("link")),
-            None => self.temp_name("link"),
+            Some((parent, _)) => format!("{parent}/{}", self.temp_name(TEMP_LINK)),
+            None => self.temp_name(TEMP_LINK),
         };
+        dirty.insert(parent_of(rel).to_owned());
+        crate::fault::point();
         rustix::fs::symlinkat(target, &dir.fd, &tmp_rel).ctx("creating link", &full)?;
+        crate::fault::point();
         if let Err(e) = rustix::fs::renameat(&dir.fd, &tmp_rel, &dir.fd, rel) {
             let _ = rustix::fs::unlinkat(&dir.fd, &tmp_rel, AtFlags::empty());
             return Err(e).ctx("renaming link to", &full);
@@ -762,9 +796,14 @@ impl Repository {
         self.remove_link(&self.images, hex)
     }
 
+    /// Removes the link `dir/rel` and returns once the removal is durable.
     fn remove_link(&self, dir: &Dir, rel: &str) -> Result<bool> {
+        crate::fault::point();
         match rustix::fs::unlinkat(&dir.fd, rel, AtFlags::empty()) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.sync_dirs(dir, &DirtyDirs::from([parent_of(rel).to_owned()]))?;
+                Ok(true)
+            }
             Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(e).ctx("removing", self.path.join(dir.rel).join(rel)),
         }

@@ -1,0 +1,100 @@
+//! Durability of names: the directories whose entries a command created, replaced or removed
+//! are fsynced before the command reports success, after the data they name is durable (the
+//! `syncfs` that precedes naming). Also the cleanup of the temporary links a killed process can
+//! leave between creating a link and renaming it into place. Rules: docs/repository.md.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::error::{IoContext, Result};
+use crate::repository::{Dir, Repository};
+
+/// Directories under one of the repository's [`Dir`]s (`""` is the `Dir` itself) whose entries
+/// changed: each is fsynced once by [`Repository::sync_dirs`].
+pub(crate) type DirtyDirs = BTreeSet<String>;
+
+/// What temporary link names are made of: `.tmp-link-<pid>-<n>-<nanos>`.
+pub(crate) const TEMP_LINK: &str = "link";
+
+/// The directory part of `rel` (`""` for a name directly in the `Dir`).
+pub(crate) fn parent_of(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or("", |(p, _)| p)
+}
+
+impl Repository {
+    /// Fsyncs every directory in `dirty` (relative to `dir`), so that the entries created,
+    /// replaced or removed in them survive a power cut.
+    pub(crate) fn sync_dirs(&self, dir: &Dir, dirty: &DirtyDirs) -> Result<()> {
+        for rel in dirty {
+            let full = self.path().join(dir.rel).join(rel);
+            if rel.is_empty() {
+                rustix::fs::fsync(&dir.fd).ctx("syncing", &full)?;
+                continue;
+            }
+            let fd = rustix::fs::openat(
+                &dir.fd,
+                rel.as_str(),
+                rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .ctx("opening", &full)?;
+            rustix::fs::fsync(&fd).ctx("syncing", &full)?;
+        }
+        Ok(())
+    }
+
+    /// Fsyncs `streams/` and `images/` (where gc and repair remove links), so that those
+    /// removals are durable before the objects the links named are removed.
+    pub(crate) fn sync_link_dirs(&self) -> Result<()> {
+        let top = DirtyDirs::from([String::new()]);
+        self.sync_dirs(self.streams_dir(), &top)?;
+        self.sync_dirs(self.images_dir(), &top)
+    }
+
+    /// Removes the temporary links (`.tmp-link-…`) a process killed between creating a link and
+    /// renaming it into place left anywhere under `streams/` and `images/`, and returns their
+    /// paths relative to the repository. Only under the exclusive lock (gc): then no writer is
+    /// between the two steps.
+    pub(crate) fn remove_stale_links(&self) -> Result<Vec<String>> {
+        let prefix = format!(".tmp-{TEMP_LINK}-");
+        let mut removed = Vec::new();
+        for top in [self.streams_dir(), self.images_dir()] {
+            let mut dirty = DirtyDirs::new();
+            let mut todo = vec![String::new()];
+            while let Some(rel) = todo.pop() {
+                let path = self.path().join(top.rel).join(&rel);
+                for entry in std::fs::read_dir(&path).ctx("reading", &path)? {
+                    let entry = entry.ctx("reading", &path)?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let child = if rel.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{rel}/{name}")
+                    };
+                    let kind = entry.file_type().ctx("checking", entry.path())?;
+                    if kind.is_dir() {
+                        todo.push(child);
+                    } else if kind.is_symlink() && name.starts_with(&prefix) {
+                        remove_file(&entry.path())?;
+                        dirty.insert(rel.clone());
+                        removed.push(format!("{}/{child}", top.rel));
+                    }
+                }
+            }
+            self.sync_dirs(top, &dirty)?;
+        }
+        removed.sort();
+        Ok(removed)
+    }
+}
+
+fn remove_file(path: &Path) -> Result<()> {
+    crate::fault::point();
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).ctx("removing", path),
+    }
+}
