@@ -201,3 +201,49 @@ fn layer_bigger_than_the_bound_is_refused() {
     );
     assert!(!bad.status.success(), "a malformed size is refused");
 }
+
+#[test]
+fn zstd_layer_with_a_long_window_is_refused_naming_it() {
+    if !common::require_tool("skopeo") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    common::ok(&cfsctl(&repo, &["init", "--insecure"]));
+    let mut layout = OciLayout::create(&tmp.path().join("layout"));
+    let tar = tar_of(&[("data", &noise(300_000, 7))]);
+    // As `zstd --long=28 < layer.tar` writes it: the size unknown, a 256 MiB window.
+    let zstd_layer = |level: i32, window_log: Option<u32>| {
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), level).expect("encoder");
+        if let Some(log) = window_log {
+            enc.long_distance_matching(true).expect("long");
+            enc.window_log(log).expect("window log");
+        }
+        std::io::Write::write_all(&mut enc, &tar).expect("compress");
+        let blob = enc.finish().expect("finish");
+        let mut l = layer(&tar, Comp::Zstd);
+        l.digest = oci_layout::sha256(&blob);
+        l.blob = blob;
+        l
+    };
+    layout.add_image(Some("long"), &[zstd_layer(3, Some(28))], AMD64);
+    layout.add_image(Some("nineteen"), &[zstd_layer(19, None)], AMD64);
+
+    let out = cfsctl(
+        &repo,
+        &["oci", "pull", "-q", &layout.reference("long"), "long"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a 256 MiB window must be refused");
+    assert!(
+        err.contains("256 MiB") && err.contains("8 MiB") && err.contains("window"),
+        "the error names the window and the bound: {err}"
+    );
+    assert!(!repo.join("streams/refs/long").exists(), "nothing named");
+    common::ok(&cfsctl(&repo, &["fsck"]));
+    // A level-19 layer (8 MiB window) still pulls.
+    common::ok(&cfsctl(
+        &repo,
+        &["oci", "pull", "-q", &layout.reference("nineteen"), "ok"],
+    ));
+}

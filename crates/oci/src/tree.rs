@@ -159,24 +159,34 @@ pub fn config_tree(repo: &Repository, config_cid: &str) -> Result<FileSystem, Im
     let summary = parse_config(&config).map_err(bad)?;
     let mut fs = empty_tree();
     for (index, diff_id) in summary.rootfs.diff_ids.iter().enumerate() {
-        let stream = match header.stream_ref(diff_id) {
-            Some(r) => repo.open_stream_object(&r.object)?,
-            None => repo.open_stream(&layer_content_id(sha256_hex(diff_id).map_err(bad)?))?,
+        let stream_object = match header.stream_ref(diff_id) {
+            Some(r) => r.object,
+            None => {
+                repo.resolve_stream(&layer_content_id(sha256_hex(diff_id).map_err(bad)?))?
+                    .1
+            }
         };
+        let stream = repo.open_stream_object(&stream_object)?;
         let tar_err = |source| ImageTreeError::Tar {
             index,
             diff_id: diff_id.clone(),
             source,
         };
-        let layer = entries(repo, stream)
-            .map_err(tar_err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(tar_err)?;
-        merge_layer(repo, &mut fs, &layer).map_err(|source| ImageTreeError::Merge {
+        let merge_err = |source| ImageTreeError::Merge {
             index,
             diff_id: diff_id.clone(),
             source,
-        })?;
+        };
+        // Two passes over the stream (whiteouts first, then the rest), so that only one entry
+        // is in memory at a time, not the whole layer's: a layer of 300,000 files would
+        // otherwise hold ~100 MiB of entries (docs/performance.md, "Many files").
+        for entry in entries(repo, stream).map_err(tar_err)? {
+            apply_whiteout(&mut fs, &entry.map_err(tar_err)?).map_err(merge_err)?;
+        }
+        let stream = repo.open_stream_object(&stream_object)?;
+        for entry in entries(repo, stream).map_err(tar_err)? {
+            apply_other(repo, &mut fs, &entry.map_err(tar_err)?).map_err(merge_err)?;
+        }
     }
     Ok(fs)
 }
@@ -368,31 +378,43 @@ pub fn merge_layer(
     layer: &[TarEntry],
 ) -> Result<(), MergeError> {
     // Pass 1: whiteouts hide what the layers below have.
-    let mut others = Vec::with_capacity(layer.len());
     for entry in layer {
-        match classify(entry)? {
-            Whiteout::No => others.push(entry),
-            Whiteout::Ignore => {}
-            Whiteout::Remove { dir, name } => {
-                if let Some(d) = find_dir_mut(&mut fs.root, &dir) {
-                    d.remove(OsStr::from_bytes(name));
-                }
+        apply_whiteout(fs, entry)?;
+    }
+    // Pass 2: everything else, in order.
+    for entry in layer {
+        apply_other(repo, fs, entry)?;
+    }
+    Ok(())
+}
+
+/// Pass 1 of [`merge_layer`] for one entry: applies it if it is a whiteout.
+fn apply_whiteout(fs: &mut FileSystem, entry: &TarEntry) -> Result<(), MergeError> {
+    match classify(entry)? {
+        Whiteout::No | Whiteout::Ignore => {}
+        Whiteout::Remove { dir, name } => {
+            if let Some(d) = find_dir_mut(&mut fs.root, &dir) {
+                d.remove(OsStr::from_bytes(name));
             }
-            Whiteout::Opaque { dir } => {
-                if let Some(d) = find_dir_mut(&mut fs.root, &dir) {
-                    let names: Vec<_> = d.entries().map(|(n, _)| n.to_owned()).collect();
-                    for n in names {
-                        d.remove(&n);
-                    }
+        }
+        Whiteout::Opaque { dir } => {
+            if let Some(d) = find_dir_mut(&mut fs.root, &dir) {
+                let names: Vec<_> = d.entries().map(|(n, _)| n.to_owned()).collect();
+                for n in names {
+                    d.remove(&n);
                 }
             }
         }
     }
-    // Pass 2: everything else, in order.
-    for entry in others {
-        apply_entry(repo, fs, entry)?;
-    }
     Ok(())
+}
+
+/// Pass 2 of [`merge_layer`] for one entry: applies it unless it is a whiteout.
+fn apply_other(repo: &Repository, fs: &mut FileSystem, entry: &TarEntry) -> Result<(), MergeError> {
+    match classify(entry)? {
+        Whiteout::No => apply_entry(repo, fs, entry),
+        _ => Ok(()),
+    }
 }
 
 fn apply_entry(repo: &Repository, fs: &mut FileSystem, entry: &TarEntry) -> Result<(), MergeError> {

@@ -592,6 +592,147 @@ fn ambiguous_archives_are_refused() {
     assert_eq!(read_entries(&repo, &id).len(), 3);
 }
 
+/// A PAX global header (`g`) with these records.
+fn global_header(records: &[(&str, &str)]) -> Vec<u8> {
+    let mut a = pax_header(records);
+    let mut t = tar::Header::new_old();
+    t.as_mut_bytes().copy_from_slice(&a[..512]);
+    t.set_entry_type(tar::EntryType::XGlobalHeader);
+    t.set_cksum();
+    a[..512].copy_from_slice(t.as_bytes());
+    a
+}
+
+#[test]
+fn pax_global_headers_are_not_applied_as_in_go() {
+    // Go's archive/tar (Docker, containerd, containers-storage) returns a `g` header as an
+    // entry of its own (TypeXGlobalHeader) and never merges its records into later headers;
+    // containers-storage's applier skips that entry. So Go extracts this archive as `plain`
+    // (ustar mtime 0, uid 0, no xattrs), `own` (its own x header's mtime and xattr only), the
+    // symlink `ln -> target` and `last`. GNU tar and Python would call the first three
+    // `global-name`, owned by 4242, with the global xattr.
+    let globals = [
+        ("path", "global-name"),
+        ("linkpath", "global-target"),
+        ("mtime", "1500000000.5"),
+        ("uid", "4242"),
+        ("gid", "4343"),
+        ("uname", "guser"),
+        ("gname", "ggroup"),
+        ("SCHILY.xattr.user.global", "gv"),
+    ];
+    let mut a = global_header(&globals);
+    a.extend_from_slice(&header("plain", b'0', 5));
+    a.extend_from_slice(&padded(b"hello"));
+    let own = [("mtime", "1400000000"), ("SCHILY.xattr.user.own", "ov")];
+    a.extend(pax_header(&own));
+    a.extend_from_slice(&header("own", b'0', 0));
+    let mut ln = tar::Header::new_ustar();
+    ln.set_path("ln").expect("path");
+    ln.set_entry_type(tar::EntryType::Symlink);
+    ln.set_link_name("target").expect("link");
+    ln.set_size(0);
+    ln.set_cksum();
+    a.extend_from_slice(ln.as_bytes());
+    a.extend(global_header(&[("path", "")]));
+    a.extend_from_slice(&header("last", b'0', 0));
+    a.extend(end());
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = new_repo(tmp.path());
+    let id = round_trip(&repo, &a);
+    let list = read_entries(&repo, &id);
+    let paths: Vec<_> = list
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+        .collect();
+    assert_eq!(paths, ["plain", "own", "ln", "last"]);
+    for e in &list {
+        assert_eq!((e.uid, e.gid), (0, 0), "{paths:?}");
+        assert!(e.uname.is_empty() && e.gname.is_empty(), "{e:?}");
+        assert_eq!(e.mtime_nsec, 0);
+    }
+    assert_eq!(list[0].mtime, 0);
+    assert!(list[0].xattrs.is_empty() && list[0].pax.is_empty());
+    assert_eq!(list[1].mtime, 1_400_000_000);
+    assert_eq!(list[1].xattrs, [(b"user.own".to_vec(), b"ov".to_vec())]);
+    let own_records: Vec<_> = own
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(list[1].pax, own_records);
+    assert_eq!(list[2].link_target.as_deref(), Some(&b"target"[..]));
+    assert!(list[3].pax.is_empty());
+}
+
+#[test]
+fn pax_global_headers_that_readers_disagree_on_are_refused() {
+    let file = || {
+        let mut f = header("f", b'0', 5).to_vec();
+        f.extend_from_slice(&padded(b"hello"));
+        f.extend(end());
+        f
+    };
+    let mut long_name = header("././@LongLink", b'L', 5).to_vec();
+    long_name.extend_from_slice(&padded(b"long\0"));
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        // GNU tar and Python take it as every later entry's size: other boundaries.
+        ("size", global_header(&[("size", "0")]), "`size`"),
+        // GNU tar makes every later entry sparse: other contents and names.
+        (
+            "sparse",
+            global_header(&[("GNU.sparse.name", "other")]),
+            "GNU.sparse.name",
+        ),
+        // Go drops the `x` (its reader returns at the `g`); GNU and Python apply it after.
+        (
+            "x then g",
+            [
+                pax_header(&[("size", "0")]),
+                global_header(&[("comment", "c")]),
+            ]
+            .concat(),
+            "PAX extended header",
+        ),
+        (
+            "L then g",
+            [long_name, global_header(&[("comment", "c")])].concat(),
+            "GNU long name",
+        ),
+        (
+            "K then g",
+            [
+                header("././@LongLink", b'K', 0).to_vec(),
+                global_header(&[("comment", "c")]),
+            ]
+            .concat(),
+            "GNU long link",
+        ),
+    ];
+    for (what, mut a, needle) in cases {
+        a.extend(file());
+        let e = refuse(&a);
+        assert!(matches!(e, TarError::Ambiguous { .. }), "{what}: {e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("global") && msg.contains(needle),
+            "{what}: {msg}"
+        );
+    }
+
+    // A `g` that only carries a comment (as `git archive` writes) is fine, as are records
+    // after it that belong to the next entry.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = new_repo(tmp.path());
+    let mut a = global_header(&[("comment", "0123abcd")]);
+    a.extend(pax_header(&[("path", "renamed")]));
+    a.extend(file());
+    let id = round_trip(&repo, &a);
+    let list = read_entries(&repo, &id);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].path, b"renamed");
+}
+
 #[test]
 fn nothing_is_held_in_memory_for_large_files() {
     // A 64 MiB file streamed from a reader that produces it on the fly.

@@ -241,6 +241,35 @@ mod tests {
     }
 
     #[test]
+    fn a_redirect_that_is_no_object_is_named_with_its_path() {
+        let mut fs = FileSystem::new(Stat::with_mode(0o755));
+        let mut d = Directory::new(Stat::with_mode(0o755));
+        let foreign = ExternalFile {
+            size: 10,
+            digest: None,
+            path: Some(b"elsewhere/file".to_vec().into_boxed_slice()),
+        };
+        let leaf = Leaf {
+            stat: Stat::with_mode(0o644),
+            content: LeafContent::Regular(RegularFile::External(foreign)),
+        };
+        d.insert("f", Inode::Leaf(Arc::new(leaf))).expect("insert");
+        fs.root
+            .insert("d", Inode::Directory(Box::new(d)))
+            .expect("insert");
+        let image = write(&fs, FormatOptions::default()).expect("write");
+        match referenced_objects(&image) {
+            Err(ReadError::NotAnObject { path, redirect }) => {
+                assert_eq!(
+                    (path.as_str(), redirect.as_str()),
+                    ("/d/f", "elsewhere/file")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn version_is_raised_for_whiteouts_only_when_allowed() {
         let (fs, _) = sample();
         let version = |img: &[u8]| u32::from_le_bytes([img[12], img[13], img[14], img[15]]);

@@ -538,36 +538,79 @@ fn read_leaf(img: &Image<'_>, ino: RawInode<'_>, name: &[u8]) -> Result<Leaf, Re
 /// Files with a digest but no redirect contribute their digest. A redirect that is not an
 /// object path (`XX/<rest of hex>`) is an error: such an image was not made by cfs.
 pub fn referenced_objects(image: &[u8]) -> Result<Vec<ObjectId>, ReadError> {
-    let fs = read(image)?;
+    // Walks the directories as `read` does (each once, depth-bounded, every inode decoded and
+    // checked), but keeps no tree: memory is the image plus its directories' names and the
+    // result, not a node per file (gc and fsck run this on every image; docs/performance.md).
+    let img = Image::parse(image)?;
+    let mut seen_dirs: HashMap<u64, ()> = HashMap::new();
+    // (parent index, name) of each directory, for the path in a message.
+    let mut dirs: Vec<(usize, Vec<u8>)> = Vec::new();
+    let path_of = |dirs: &[(usize, Vec<u8>)], mut i: usize, name: &[u8]| {
+        let mut parts = vec![name.to_vec()];
+        while i > 0 {
+            parts.push(dirs[i].1.clone());
+            i = dirs[i].0;
+        }
+        parts.iter().rev().fold(String::new(), |mut s, p| {
+            s.push('/');
+            s.push_str(&String::from_utf8_lossy(p));
+            s
+        })
+    };
     let mut out = Vec::new();
-    let mut err = None;
-    fs.walk(|path, inode| {
-        let Inode::Leaf(l) = inode else { return };
-        let LeafContent::Regular(RegularFile::External(ext)) = &l.content else {
-            return;
-        };
-        match (&ext.path, ext.digest) {
-            (Some(p), _) => {
-                let s = String::from_utf8_lossy(p);
-                let parsed = s
-                    .split_once('/')
-                    .and_then(|(d, r)| ObjectId::from_object_path(d, r).ok());
-                match parsed {
-                    Some(id) => out.push(id),
-                    None => {
-                        err.get_or_insert(ReadError::NotAnObject {
-                            path: String::from_utf8_lossy(path).into_owned(),
-                            redirect: s.into_owned(),
-                        });
+    // (nid, parent dir index, name, depth)
+    let mut todo: Vec<(u64, usize, Vec<u8>, usize)> = vec![(img.root_nid(), 0, Vec::new(), 0)];
+    while let Some((nid, parent, name, depth)) = todo.pop() {
+        if seen_dirs.insert(nid, ()).is_some() {
+            return corrupt(format!("directory inode {nid} appears twice"));
+        }
+        if depth > MAX_DEPTH {
+            return corrupt(format!("directories nested deeper than {MAX_DEPTH}"));
+        }
+        let ino = img.inode(nid)?;
+        if ino.mode & S_IFMT != S_IFDIR {
+            return corrupt(format!("inode {nid} is not a directory"));
+        }
+        let idx = dirs.len();
+        dirs.push((parent, name));
+        let data = img.flat_data(&ino, image.len() as u64)?;
+        for block in data.chunks(BLOCK_SIZE as usize) {
+            for (child_name, child_nid) in parse_dirents(block)? {
+                if child_name == b"." || child_name == b".." {
+                    continue;
+                }
+                let child = img.inode(child_nid)?;
+                match child.mode & S_IFMT {
+                    S_IFDIR => todo.push((child_nid, idx, child_name.to_vec(), depth + 1)),
+                    S_IFCHR if child.i_u == 0 => {} // an overlay whiteout (00-ff at the root)
+                    _ => {
+                        let leaf = read_leaf(&img, child, child_name)?;
+                        let LeafContent::Regular(RegularFile::External(ext)) = leaf.content else {
+                            continue;
+                        };
+                        match (ext.path, ext.digest) {
+                            (Some(p), _) => {
+                                let s = String::from_utf8_lossy(&p);
+                                let parsed = s
+                                    .split_once('/')
+                                    .and_then(|(d, r)| ObjectId::from_object_path(d, r).ok());
+                                match parsed {
+                                    Some(id) => out.push(id),
+                                    None => {
+                                        return Err(ReadError::NotAnObject {
+                                            path: path_of(&dirs, idx, child_name),
+                                            redirect: s.into_owned(),
+                                        });
+                                    }
+                                }
+                            }
+                            (None, Some(d)) => out.push(d),
+                            (None, None) => {}
+                        }
                     }
                 }
             }
-            (None, Some(d)) => out.push(d),
-            (None, None) => {}
         }
-    });
-    if let Some(e) = err {
-        return Err(e);
     }
     out.sort();
     out.dedup();

@@ -108,8 +108,11 @@ enum Pending<'a> {
 struct Builder<'a> {
     nodes: Vec<Node<'a>>,
     dirs: Vec<Option<&'a Directory>>,
+    /// For leaves with several names only: the name that is the inode.
     primary: HashMap<LeafId, Vec<u8>>,
+    /// For leaves with several names only: their link count.
     counts: HashMap<LeafId, u64>,
+    /// For leaves with several names only: their node.
     leaf_node: HashMap<LeafId, usize>,
 }
 
@@ -226,7 +229,10 @@ impl<'a> Builder<'a> {
         self.nodes.push(node);
         self.dirs.push(None);
         let idx = self.nodes.len() - 1;
-        self.leaf_node.insert(id, idx);
+        if self.counts.contains_key(&id) {
+            // Only leaves with several names are reached through `Target::Leaf`.
+            self.leaf_node.insert(id, idx);
+        }
         Ok(idx)
     }
 
@@ -276,7 +282,7 @@ impl<'a> Builder<'a> {
                     Pending::Leaf(l) => {
                         let path = child_path();
                         let id = Arc::as_ptr(l);
-                        if self.primary.get(&id).is_some_and(|p| *p == path) {
+                        if self.primary.get(&id).is_none_or(|p| *p == path) {
                             Target::Node(self.add_leaf(path, i, l)?)
                         } else {
                             Target::Leaf(id)
@@ -399,13 +405,33 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
         version = 1;
     }
 
-    // Step 2: inodes.
+    // Step 2: inodes. Memory grows with the file count, so: the hardlink maps hold only the
+    // leaves with several names (a leaf without is its own primary name, link count 1), and
+    // the node list is allocated once (doubling would briefly hold 3x; docs/performance.md).
+    let mut counts = fs.link_counts();
+    counts.retain(|_, n| *n > 1);
+    counts.shrink_to_fit();
+    let mut primary = HashMap::with_capacity(counts.len());
+    let mut entries = 0;
+    fs.walk(|path, inode| {
+        entries += 1;
+        if let Inode::Leaf(l) = inode
+            && counts.contains_key(&Arc::as_ptr(l))
+        {
+            primary
+                .entry(Arc::as_ptr(l))
+                .or_insert_with(|| path.to_vec());
+        }
+    });
+    // The root, every name (hardlinks counted once per name: at most that many inodes) and
+    // the root whiteouts.
+    let capacity = 1 + entries + 256;
     let mut b = Builder {
-        nodes: Vec::new(),
-        dirs: Vec::new(),
-        primary: fs.primary_paths(),
-        counts: fs.link_counts(),
-        leaf_node: HashMap::new(),
+        nodes: Vec::with_capacity(capacity),
+        dirs: Vec::with_capacity(capacity),
+        primary,
+        leaf_node: HashMap::with_capacity(counts.len()),
+        counts,
     };
     b.build(fs, true)?;
     let leaf_node = std::mem::take(&mut b.leaf_node);

@@ -160,7 +160,8 @@ pub enum Content {
     },
 }
 
-/// One entry of a tar archive, with PAX and GNU extensions applied as GNU tar applies them.
+/// One entry of a tar archive, with PAX and GNU extensions applied as GNU tar applies them,
+/// except PAX global headers (`g`), which are not applied, as in Go's archive/tar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TarEntry {
     /// Offset of the entry's own header block in the archive (after any PAX or long-name
@@ -170,8 +171,8 @@ pub struct TarEntry {
     pub typeflag: u8,
     /// What the entry is.
     pub kind: EntryKind,
-    /// The path, raw bytes: PAX `GNU.sparse.name`, else PAX `path` (entry, then global), else
-    /// the GNU long name, else the header's prefix and name.
+    /// The path, raw bytes: PAX `GNU.sparse.name`, else PAX `path` (the entry's own `x`
+    /// header; never a global one), else the GNU long name, else the header's prefix and name.
     pub path: Vec<u8>,
     /// Link target (PAX `linkpath`, GNU long link, or the header's), if not empty.
     pub link_target: Option<Vec<u8>>,
@@ -199,7 +200,8 @@ pub struct TarEntry {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// Sparse layout, for GNU sparse files.
     pub sparse: Option<Sparse>,
-    /// Every PAX record in force for this entry (global ones first), raw.
+    /// The PAX records of the entry's own extended header, raw (global records are not
+    /// applied to entries).
     pub pax: Vec<(Vec<u8>, Vec<u8>)>,
     /// The data area.
     pub content: Content,

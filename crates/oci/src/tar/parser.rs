@@ -1,6 +1,8 @@
 //! The one place that decides where tar entries begin and end, shared by the splitter and the
 //! stream reader. It walks 512-byte blocks itself (so the splitter sees every raw byte) and
-//! follows GNU tar 1.34's rules; see docs/tar.md for the rules and what is refused.
+//! follows GNU tar 1.34's rules for entry boundaries, except for PAX global headers, which it
+//! reads as Go's archive/tar and containers-storage do (not applied to later entries); see
+//! docs/tar.md for the rules and what is refused.
 
 use super::fields::{self, PaxRecord, check_checksum, cstr, is_zero_block, pax_records};
 use super::{Content, EntryKind, Sparse, SparseFormat, TarEntry, TarError};
@@ -33,8 +35,6 @@ pub(crate) type Sink<'a> = dyn FnMut(&[u8]) -> Result<(), TarError> + 'a;
 pub(crate) struct Parser {
     /// Bytes of the archive consumed so far.
     offset: u64,
-    /// Records of the most recent PAX global header (`g`); GNU tar replaces, not merges.
-    globals: Vec<PaxRecord>,
 }
 
 /// What GNU tar calls the "name" of a raw header block, for messages.
@@ -89,10 +89,7 @@ struct Pending {
 
 impl Parser {
     pub(crate) fn new() -> Self {
-        Self {
-            offset: 0,
-            globals: Vec::new(),
-        }
+        Self { offset: 0 }
     }
 
     /// Records that the caller consumed `n` bytes (an entry's data and padding).
@@ -207,17 +204,10 @@ impl Parser {
                                 });
                             }
                             if typeflag == b'g' {
-                                if record(&records, b"size").is_some() {
-                                    return Err(TarError::Ambiguous {
-                                        offset: header_offset,
-                                        entry: name,
-                                        problem: "a PAX global header sets `size`: GNU tar \
-                                                  applies it to every later entry, other \
-                                                  readers ignore it"
-                                            .into(),
-                                    });
-                                }
-                                self.globals = records;
+                                check_global(&records, &pending, header_offset, &name)?;
+                                // Not applied to later entries: Go's archive/tar returns a
+                                // `g` header as an entry of its own and containers-storage
+                                // skips it. Its bytes stay in the stream.
                             } else {
                                 // GNU tar (and Go) keep only the last `x` header.
                                 pending.pax = Some(records);
@@ -246,11 +236,10 @@ impl Parser {
     ) -> Result<TarEntry, TarError> {
         let typeflag = block[156];
         let pax = pending.pax.unwrap_or_default();
-        let globals = self.globals.clone();
-        // Global records first, then the entry's own: later ones win.
-        let lookup = |key: &[u8]| record(&pax, key).or_else(|| record(&globals, key));
+        // Only the entry's own records: PAX global headers are not applied (see `check_global`).
+        let lookup = |key: &[u8]| record(&pax, key);
 
-        // Path: PAX GNU.sparse.name > PAX path > global path > GNU long name > header.
+        // Path: PAX GNU.sparse.name > PAX path > GNU long name > header.
         let mut path = pending.long_name.unwrap_or_else(|| header_path(block));
         if let Some(p) = lookup(b"path") {
             path = cstr(p).to_vec();
@@ -324,7 +313,7 @@ impl Parser {
                 ));
             }
             sparse = Some(self.old_gnu_sparse(input, sink, block, offset, &entry_name)?);
-        } else if let Some(s) = pax_sparse(&pax, &globals, stored).map_err(&malformed)? {
+        } else if let Some(s) = pax_sparse(&pax, stored).map_err(&malformed)? {
             sparse = Some(s);
         }
 
@@ -386,9 +375,9 @@ impl Parser {
             _ => None,
         };
 
-        // xattrs: SCHILY.xattr.<name>=<raw value>, globals first, the entry's own win.
+        // xattrs: SCHILY.xattr.<name>=<raw value>; of repeated names the last wins.
         let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        for r in globals.iter().chain(pax.iter()) {
+        for r in &pax {
             if let Some(name) = r.key.strip_prefix(b"SCHILY.xattr.") {
                 if let Some(slot) = xattrs.iter_mut().find(|(n, _)| n == name) {
                     slot.1 = r.value.clone();
@@ -397,8 +386,6 @@ impl Parser {
                 }
             }
         }
-        let mut records = globals;
-        records.extend(pax);
 
         let size = sparse.as_ref().map_or(data_size, |s: &Sparse| s.real_size);
         Ok(TarEntry {
@@ -419,7 +406,7 @@ impl Parser {
             data_size,
             xattrs,
             sparse,
-            pax: records
+            pax: pax
                 .into_iter()
                 .map(|r| (r.key, r.value))
                 .collect::<Vec<_>>(),
@@ -517,12 +504,8 @@ impl Parser {
 
 /// PAX sparse formats (GNU 0.0, 0.1, 1.0). GNU tar treats an entry as sparse when it has map
 /// records or `GNU.sparse.major`; the data area is just data either way.
-fn pax_sparse(
-    pax: &[PaxRecord],
-    globals: &[PaxRecord],
-    stored: u64,
-) -> Result<Option<Sparse>, String> {
-    let lookup = |key: &[u8]| record(pax, key).or_else(|| record(globals, key));
+fn pax_sparse(pax: &[PaxRecord], stored: u64) -> Result<Option<Sparse>, String> {
+    let lookup = |key: &[u8]| record(pax, key);
     let major = lookup(b"GNU.sparse.major").and_then(|v| fields::pax_decimal(v, u64::MAX));
     let minor = lookup(b"GNU.sparse.minor").and_then(|v| fields::pax_decimal(v, u64::MAX));
     let real = lookup(b"GNU.sparse.realsize")
@@ -548,7 +531,7 @@ fn pax_sparse(
     // 0.0: repeated GNU.sparse.offset / GNU.sparse.numbytes pairs, in order.
     let mut map = Vec::new();
     let mut off = None;
-    for r in globals.iter().chain(pax.iter()) {
+    for r in pax {
         match r.key.as_slice() {
             b"GNU.sparse.offset" => off = fields::pax_decimal(&r.value, SIZE_MAX),
             b"GNU.sparse.numbytes" => {
@@ -581,6 +564,56 @@ fn pax_sparse(
         )),
         _ => Ok(None),
     }
+}
+
+/// Refuses a PAX global header (`g`) where readers would see different entries. Its records
+/// are not applied to later entries (Go's archive/tar, which Docker, containerd and
+/// containers-storage use, returns the header as an entry of its own and they skip it), but
+/// GNU tar and Python's tarfile apply them to every later entry. Metadata (`path`, `mtime`,
+/// `uid`, xattrs, ...) is read Go's way, as the container engines extract it; what would move
+/// entry boundaries or change file contents is refused:
+/// - `size`: GNU tar and Python take it as every later entry's data size;
+/// - `GNU.sparse.*`: GNU tar makes later entries sparse files (other contents, other names);
+/// - a `g` header after an `x`, `L` or `K` header: Go drops those headers' records (its
+///   reader returns at the `g`), GNU tar and Python apply them to the entry after the `g`
+///   (which may set its `size`).
+fn check_global(
+    records: &[PaxRecord],
+    pending: &Pending,
+    offset: u64,
+    name: &str,
+) -> Result<(), TarError> {
+    let ambiguous = |problem: String| TarError::Ambiguous {
+        offset,
+        entry: name.to_owned(),
+        problem,
+    };
+    if record(records, b"size").is_some() {
+        return Err(ambiguous(
+            "a PAX global header sets `size`: GNU tar and Python apply it to every later \
+             entry, Go's archive/tar (container engines) ignores it"
+                .into(),
+        ));
+    }
+    if let Some(r) = records.iter().find(|r| r.key.starts_with(b"GNU.sparse.")) {
+        return Err(ambiguous(format!(
+            "a PAX global header sets `{}`: GNU tar makes every later entry a sparse file, Go's \
+             archive/tar (container engines) ignores it",
+            lossy(&r.key)
+        )));
+    }
+    let before = [
+        (pending.pax.is_some(), "a PAX extended header (x/X)"),
+        (pending.long_name.is_some(), "a GNU long name (L)"),
+        (pending.long_link.is_some(), "a GNU long link name (K)"),
+    ];
+    if let Some((_, what)) = before.iter().find(|(set, _)| *set) {
+        return Err(ambiguous(format!(
+            "a PAX global header between {what} and its entry: Go's archive/tar drops the \
+             first header, GNU tar and Python apply it to the entry after the global header"
+        )));
+    }
+    Ok(())
 }
 
 fn type_name(typeflag: u8) -> &'static str {
