@@ -258,8 +258,17 @@ fn layout_damage(path: &Path, fix: bool) -> Result<Vec<(Problem, String)>> {
     } else {
         LockMode::Shared
     })?;
-    let mut out = Vec::new();
+    let mut out: Vec<(Problem, String)> = Vec::new();
     for d in LAYOUT_DIRS {
+        // Below a damaged directory there is nothing to check until it is replaced.
+        if !fix
+            && out.iter().any(|(p, _)| {
+                d.strip_prefix(p.path.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            })
+        {
+            continue;
+        }
         let what = match layout::open_dir_beneath(root.as_fd(), d) {
             Ok(_) => continue,
             Err(Errno::NOENT) => "missing",
