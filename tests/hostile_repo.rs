@@ -42,20 +42,38 @@ fn run_env(repo: &Path, args: &[&str], secs: u64, env: &[(&str, &str)]) -> Outpu
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("run cfsctl");
+    // Drained while it runs, so a large output (a layer) cannot fill the pipe and stall it.
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out_t = drain(child.stdout.take().map(|r| Box::new(r) as _));
+    let err_t = drain(child.stderr.take().map(|r| Box::new(r) as _));
     let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
+            let _ = child.wait();
+            let err = err_t.join().unwrap_or_default();
             panic!(
                 "cfsctl {args:?} did not finish within {secs} s (hung):\n{}",
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&err)
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
     }
 }
 
@@ -338,7 +356,7 @@ fn object_paths_that_are_not_regular_files_never_block_and_are_healed() {
 }
 
 #[test]
-#[ignore = "hangs in the pull after the FIFO is replaced: not yet diagnosed"]
+#[ignore = "does not finish: the pull after the config link is removed, not yet diagnosed"]
 fn a_pull_replaces_a_non_regular_object_path_without_repair() {
     if !common::require_tool("skopeo") {
         return;
@@ -369,7 +387,6 @@ fn a_pull_replaces_a_non_regular_object_path_without_repair() {
 }
 
 #[test]
-#[ignore = "`oci layer` after the pull among strays hangs: not yet diagnosed"]
 fn stray_entries_and_ref_cycles_are_reported_and_never_wedge() {
     if !common::require_tool("skopeo") {
         return;
