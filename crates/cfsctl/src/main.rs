@@ -176,8 +176,9 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
             );
         }
         Command::Fsck { json, repair: true } => {
-            let repo = open(cli.repo)?;
-            let r = repo.repair(Some(&cfs_image::repo::ErofsImageObjects), 0)?;
+            // By path: a damaged layout (which `open` refuses) is repaired first.
+            let path = repo_path(cli.repo)?;
+            let r = Repository::repair_path(&path, Some(&cfs_image::repo::ErofsImageObjects), 0)?;
             if json {
                 let mut v = serde_json::to_value(&r)?;
                 v["before"]["ok"] = r.before.ok().into();
@@ -185,6 +186,12 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
             } else {
                 for p in &r.before.problems {
                     println!("{}: {}: {}", p.path, p.kind, p.message);
+                }
+                for l in &r.layout {
+                    println!("repaired layout {l}");
+                }
+                for o in &r.strays {
+                    println!("removed stray {o}");
                 }
                 for o in &r.objects {
                     println!("removed corrupt object {o}");
@@ -216,8 +223,10 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
             json,
             repair: false,
         } => {
-            let repo = open(cli.repo)?;
-            let report = repo.fsck(Some(&cfs_image::repo::ErofsImageObjects), 0)?;
+            // By path: a damaged layout (which `open` refuses) is reported, not an error.
+            let path = repo_path(cli.repo)?;
+            let report =
+                Repository::fsck_path(&path, Some(&cfs_image::repo::ErofsImageObjects), 0)?;
             if json {
                 let mut v = serde_json::to_value(&report)?;
                 v["ok"] = report.ok().into();

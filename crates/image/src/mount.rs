@@ -26,7 +26,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use cfs_repository::{ObjectId, Repository, VerityMode};
-use rustix::fs::{CWD, Mode, OFlags};
+use rustix::fs::{CWD, Mode};
 use rustix::io::Errno;
 use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create, fsconfig_set_flag,
@@ -298,20 +298,10 @@ pub fn mount_composefs(
 /// used when the repository enforces verity. Needs `CAP_SYS_ADMIN`.
 pub fn mount_image(repo: &Repository, name: &str, mountpoint: &Path) -> Result<(), MountError> {
     let (id, image) = open_verified_image(repo, name)?;
-    let objects_path = repo.path().join("objects");
-    let objects = rustix::fs::openat(
-        CWD,
-        &objects_path,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|errno| MountError::Open {
-        path: objects_path,
-        errno,
-    })?;
+    // The repository's own descriptor: opened without following a symlink.
     let overlay = mount_composefs(
         &image,
-        objects.as_fd(),
+        repo.objects_dir(),
         MountOptions {
             require_verity: repo.verity() == VerityMode::Enforced,
             image: id,

@@ -2,11 +2,16 @@
 //! are fsynced before the command reports success, after the data they name is durable (the
 //! `syncfs` that precedes naming). Also the cleanup of the temporary links a killed process can
 //! leave between creating a link and renaming it into place. Rules: docs/repository.md.
+//! Every directory is reached through the repository's descriptors ([`crate::layout`]).
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::os::fd::AsFd;
+
+use rustix::fs::{AtFlags, FileType};
+use rustix::io::Errno;
 
 use crate::error::{IoContext, Result};
+use crate::layout;
 use crate::repository::{Dir, Repository};
 
 /// Directories under one of the repository's [`Dir`]s (`""` is the `Dir` itself) whose entries
@@ -31,15 +36,7 @@ impl Repository {
                 rustix::fs::fsync(&dir.fd).ctx("syncing", &full)?;
                 continue;
             }
-            let fd = rustix::fs::openat(
-                &dir.fd,
-                rel.as_str(),
-                rustix::fs::OFlags::RDONLY
-                    | rustix::fs::OFlags::DIRECTORY
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .ctx("opening", &full)?;
+            let fd = layout::open_dir_beneath(dir.fd.as_fd(), rel).ctx("opening", &full)?;
             rustix::fs::fsync(&fd).ctx("syncing", &full)?;
         }
         Ok(())
@@ -56,7 +53,7 @@ impl Repository {
     /// Removes the temporary links (`.tmp-link-…`) a process killed between creating a link and
     /// renaming it into place left anywhere under `streams/` and `images/`, and returns their
     /// paths relative to the repository. Only under the exclusive lock (gc): then no writer is
-    /// between the two steps.
+    /// between the two steps. Directories are walked through descriptors, never followed.
     pub(crate) fn remove_stale_links(&self) -> Result<Vec<String>> {
         let prefix = format!(".tmp-{TEMP_LINK}-");
         let mut removed = Vec::new();
@@ -65,19 +62,33 @@ impl Repository {
             let mut todo = vec![String::new()];
             while let Some(rel) = todo.pop() {
                 let path = self.path().join(top.rel).join(&rel);
-                for entry in std::fs::read_dir(&path).ctx("reading", &path)? {
-                    let entry = entry.ctx("reading", &path)?;
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    let child = if rel.is_empty() {
-                        name.clone()
-                    } else {
-                        format!("{rel}/{name}")
+                let owned;
+                let fd = if rel.is_empty() {
+                    top.fd.as_fd()
+                } else {
+                    owned = match layout::open_dir_beneath(top.fd.as_fd(), &rel) {
+                        Ok(fd) => fd,
+                        // Replaced since the listing: a stray for fsck, not ours to follow.
+                        Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
+                        Err(e) => return Err(e).ctx("opening", &path),
                     };
-                    let kind = entry.file_type().ctx("checking", entry.path())?;
-                    if kind.is_dir() {
+                    owned.as_fd()
+                };
+                for entry in layout::list(fd).ctx("reading", &path)? {
+                    if !entry.utf8 {
+                        continue;
+                    }
+                    let child = if rel.is_empty() {
+                        entry.name.clone()
+                    } else {
+                        format!("{rel}/{}", entry.name)
+                    };
+                    if entry.kind == FileType::Directory {
                         todo.push(child);
-                    } else if kind.is_symlink() && name.starts_with(&prefix) {
-                        remove_file(&entry.path())?;
+                    } else if entry.kind == FileType::Symlink && entry.name.starts_with(&prefix) {
+                        crate::fault::point();
+                        layout::unlink_if_present(fd, &entry.name, AtFlags::empty())
+                            .ctx("removing", path.join(&entry.name))?;
                         dirty.insert(rel.clone());
                         removed.push(format!("{}/{child}", top.rel));
                     }
@@ -87,14 +98,5 @@ impl Repository {
         }
         removed.sort();
         Ok(removed)
-    }
-}
-
-fn remove_file(path: &Path) -> Result<()> {
-    crate::fault::point();
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).ctx("removing", path),
     }
 }

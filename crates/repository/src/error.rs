@@ -90,6 +90,59 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A directory of the repository's layout is a symlink, not a directory, or missing; it is
+    /// never followed. `cfsctl fsck --repair` replaces it with an empty directory.
+    #[error(
+        "{repo}: the repository's {entry} is {what}, not a directory (never followed); \
+         `cfsctl fsck --repair` replaces it"
+    )]
+    DamagedLayout {
+        /// The repository.
+        repo: PathBuf,
+        /// The layout entry, relative to the repository (`tmp`, `objects/ab`, ...).
+        entry: String,
+        /// What is there instead ("a symlink", "a regular file", "missing").
+        what: &'static str,
+    },
+    /// Something that must be a regular file (an object, the lock file) is not.
+    #[error("{path} is {what}, not a regular file (it is not opened or read)")]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+        /// What it is ("a FIFO", "a directory", "a symlink", ...).
+        what: &'static str,
+    },
+    /// A link in `streams/` or `images/` (or a ref) is not a symlink.
+    #[error("{path} is {what}, not a link")]
+    NotALink {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        what: &'static str,
+    },
+    /// The lock file cannot be used.
+    #[error("lock file {path}: {message}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The lock was not free within the timeout.
+    #[error(
+        "timed out after {waited_ms} ms waiting for the {mode} lock on {path}: {holders} \
+         (set CFS_LOCK_TIMEOUT=SECONDS to wait longer)"
+    )]
+    LockTimeout {
+        /// The lock file.
+        path: PathBuf,
+        /// The lock that was wanted.
+        mode: crate::lock::LockMode,
+        /// How long it waited.
+        waited_ms: u64,
+        /// Who holds it (pid and command, where visible).
+        holders: String,
+    },
     /// gc found images but was given no way to read them.
     #[error("the repository holds images but no image reader was given to find their objects")]
     NoImageReader,

@@ -7,12 +7,18 @@ use std::io::Read;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::os::fd::AsFd;
+
+use rustix::fs::FileType;
+use rustix::io::Errno;
 use serde::Serialize;
 
 use crate::digest::ObjectId;
 use crate::error::{IoContext, Result};
 use crate::fsverity::{self, FsVerityHasher};
 use crate::gc::ImageObjects;
+use crate::layout;
+use crate::links::RefWalk;
 use crate::repository::{Repository, VerityMode};
 use crate::splitstream::SplitStreamReader;
 
@@ -22,7 +28,8 @@ pub struct Problem {
     /// The path, relative to the repository, of what is wrong.
     pub path: String,
     /// A short machine-readable kind: `corrupt-object`, `bad-stream`, `missing-object`,
-    /// `missing-stream`, `dangling-ref`, `bad-link`, `bad-image`, `stray-file`.
+    /// `missing-stream`, `dangling-ref`, `bad-link`, `bad-image`, `stray-file`,
+    /// `damaged-layout`, `not-regular-object`, `stray-entry`, `bad-ref`.
     pub kind: &'static str,
     /// What is wrong, for humans.
     pub message: String,
@@ -51,7 +58,12 @@ impl FsckReport {
         self.problems.is_empty()
     }
 
-    fn problem(&mut self, path: impl Into<String>, kind: &'static str, message: impl Into<String>) {
+    pub(crate) fn problem(
+        &mut self,
+        path: impl Into<String>,
+        kind: &'static str,
+        message: impl Into<String>,
+    ) {
         self.problems.push(Problem {
             path: path.into(),
             kind,
@@ -73,18 +85,22 @@ impl Repository {
             present.contains(id) && !corrupt.contains(&format!("objects/{}", id.object_path()))
         };
 
-        // Streams: link → object, then full decode.
+        // Streams: link → object, then full decode. Entries that are not links are strays.
         let mut stream_names = Vec::new();
-        for name in std::fs::read_dir(self.path().join("streams"))
-            .ctx("reading", self.path().join("streams"))?
-        {
-            let name = name.ctx("reading", self.path().join("streams"))?;
-            let n = name.file_name().to_string_lossy().into_owned();
-            if n != "refs" && !n.starts_with('.') {
-                stream_names.push(n);
+        for e in self.list_dir(self.streams_dir())? {
+            if e.name == "refs" && e.kind == FileType::Directory || e.name.starts_with('.') {
+                continue;
             }
+            if !e.utf8 || e.kind != FileType::Symlink {
+                report.problem(
+                    format!("streams/{}", e.name),
+                    "stray-entry",
+                    format!("{} among the stream links", layout::describe(e.kind)),
+                );
+                continue;
+            }
+            stream_names.push(e.name);
         }
-        stream_names.sort();
         for cid in &stream_names {
             report.streams += 1;
             let path = format!("streams/{cid}");
@@ -114,7 +130,9 @@ impl Repository {
         }
 
         // Refs.
-        for r in self.list_stream_refs()? {
+        let walk = self.walk_refs(self.streams_dir())?;
+        self.report_ref_strays(&walk, &mut report);
+        for r in walk.refs {
             report.refs += 1;
             if !stream_names.contains(&r.target) || self.stream_object(&r.target)?.is_none() {
                 report.problem(
@@ -129,6 +147,24 @@ impl Repository {
         }
 
         // Images.
+        for e in self.list_dir(self.images_dir())? {
+            if e.name == "refs" && e.kind == FileType::Directory || e.name.starts_with('.') {
+                continue;
+            }
+            if !e.utf8 || e.kind != FileType::Symlink {
+                report.problem(
+                    format!("images/{}", e.name),
+                    "stray-entry",
+                    format!("{} among the image links", layout::describe(e.kind)),
+                );
+            } else if ObjectId::parse_for(self.algorithm(), &e.name).is_err() {
+                report.problem(
+                    format!("images/{}", e.name),
+                    "stray-entry",
+                    "a link whose name is not an image id of the repository's algorithm",
+                );
+            }
+        }
         let image_ids = self.list_images()?;
         for id in &image_ids {
             report.images += 1;
@@ -184,7 +220,9 @@ impl Repository {
                 }
             }
         }
-        for r in self.list_image_refs()? {
+        let walk = self.walk_refs(self.images_dir())?;
+        self.report_ref_strays(&walk, &mut report);
+        for r in walk.refs {
             report.refs += 1;
             let ok = ObjectId::parse_for(self.algorithm(), &r.target)
                 .map(|id| image_ids.contains(&id))
@@ -206,13 +244,40 @@ impl Repository {
         Ok(report)
     }
 
+    fn report_ref_strays(&self, walk: &RefWalk, report: &mut FsckReport) {
+        for (path, what) in &walk.strays {
+            report.problem(path, "stray-entry", format!("{what} among the refs"));
+        }
+        for (path, target) in &walk.bad {
+            report.problem(
+                path,
+                "bad-ref",
+                format!(
+                    "points to {target:?}: a ref must point straight at a stream or image \
+                     (not at another ref, itself, or out of its directory)"
+                ),
+            );
+        }
+    }
+
+    /// Everything in `objects/` that is not an object: names that are not digests,
+    /// `objects/XX` that are symlinks or not directories, object paths that are not regular
+    /// files. Read through descriptors: nothing is followed.
     fn check_stray_files(&self, report: &mut FsckReport) -> Result<()> {
-        let base = self.path().join("objects");
-        for d in std::fs::read_dir(&base).ctx("reading", &base)? {
-            let d = d.ctx("reading", &base)?;
-            let dname = d.file_name().to_string_lossy().into_owned();
-            let is_dir = d.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            if dname.len() != 2 || !is_dir || !dname.bytes().all(|b| b.is_ascii_hexdigit()) {
+        for d in self.list_dir(&self.objects)? {
+            let dname = d.name.as_str();
+            if d.kind == FileType::Symlink || (d.kind != FileType::Directory && is_xx(dname)) {
+                report.problem(
+                    format!("objects/{dname}"),
+                    "damaged-layout",
+                    format!(
+                        "{}, not an object directory (not followed)",
+                        layout::describe(d.kind)
+                    ),
+                );
+                continue;
+            }
+            if !d.utf8 || d.kind != FileType::Directory || !is_xx(dname) {
                 report.problem(
                     format!("objects/{dname}"),
                     "stray-file",
@@ -220,23 +285,32 @@ impl Repository {
                 );
                 continue;
             }
-            for e in std::fs::read_dir(d.path()).ctx("reading", d.path())? {
-                let e = e.ctx("reading", d.path())?;
-                let rest = e.file_name().to_string_lossy().into_owned();
-                let valid = ObjectId::from_object_path(&dname, &rest)
-                    .map(|id| id.algorithm() == self.algorithm())
-                    .unwrap_or(false);
+            let path = self.path().join("objects").join(dname);
+            let fd = match layout::open_dir_beneath(self.objects.fd.as_fd(), dname) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e).ctx("opening", path),
+            };
+            for e in layout::list(fd.as_fd()).ctx("reading", &path)? {
+                let rest = e.name.as_str();
+                let valid = e.utf8
+                    && ObjectId::from_object_path(dname, rest)
+                        .map(|id| id.algorithm() == self.algorithm())
+                        .unwrap_or(false);
                 if !valid {
                     report.problem(
                         format!("objects/{dname}/{rest}"),
                         "stray-file",
                         "name is not a digest of the repository's algorithm",
                     );
-                } else if !e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                } else if e.kind != FileType::RegularFile {
                     report.problem(
                         format!("objects/{dname}/{rest}"),
-                        "stray-file",
-                        "not a regular file",
+                        "not-regular-object",
+                        format!(
+                            "{}, not a regular file (not opened)",
+                            layout::describe(e.kind)
+                        ),
                     );
                 }
             }
@@ -300,8 +374,7 @@ impl Repository {
         id: &ObjectId,
         buf: &mut [u8],
     ) -> std::result::Result<(ObjectId, u64), String> {
-        let path = self.object_path(id);
-        let mut f = std::fs::File::open(&path).map_err(|e| format!("opening: {e}"))?;
+        let mut f = std::fs::File::from(self.open_object_fd(id).map_err(|e| e.to_string())?);
         if self.verity() == VerityMode::Enforced {
             match fsverity::measure_verity(&f, self.algorithm()) {
                 Ok(m) if m == *id => {}
@@ -330,8 +403,8 @@ impl Repository {
         report: &mut FsckReport,
     ) {
         let path = format!("streams/{cid}");
-        let file = match std::fs::File::open(self.object_path(id)) {
-            Ok(f) => f,
+        let file = match self.open_object_fd(id) {
+            Ok(f) => std::fs::File::from(f),
             Err(e) => {
                 report.problem(&path, "bad-stream", format!("opening object {id}: {e}"));
                 return;
@@ -379,4 +452,9 @@ impl Repository {
             }
         }
     }
+}
+
+/// Whether `name` is a two-hex-digit object directory name.
+fn is_xx(name: &str) -> bool {
+    name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -11,6 +11,10 @@
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::os::fd::AsFd;
+
+use rustix::fs::{AtFlags, FileType};
+use rustix::io::Errno;
 
 use serde::Serialize;
 
@@ -141,23 +145,33 @@ impl Repository {
         Ok(live)
     }
 
-    /// Every object in `objects/` as (id, size); names that are not digests are skipped.
+    /// Every object in `objects/` as (id, size): regular files named by a digest of the
+    /// repository's algorithm, in `objects/XX` directories, listed through descriptors. Anything
+    /// else (a symlinked or non-directory `XX`, a FIFO, device, directory or symlink at an
+    /// object's path, a stray name) is skipped here and reported by fsck.
     pub(crate) fn all_objects(&self) -> Result<Vec<(ObjectId, u64)>> {
-        let base = self.path().join("objects");
         let mut out = Vec::new();
-        for d in std::fs::read_dir(&base).ctx("reading", &base)? {
-            let d = d.ctx("reading", &base)?;
-            let dname = d.file_name().to_string_lossy().into_owned();
-            if dname.len() != 2 || !d.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+        for d in self.list_dir(&self.objects)? {
+            if d.kind != FileType::Directory || !d.utf8 || d.name.len() != 2 {
                 continue;
             }
-            for e in std::fs::read_dir(d.path()).ctx("reading", d.path())? {
-                let e = e.ctx("reading", d.path())?;
-                let rest = e.file_name().to_string_lossy().into_owned();
-                if let Ok(id) = ObjectId::from_object_path(&dname, &rest)
+            let path = || self.path().join("objects").join(&d.name);
+            let fd = match crate::layout::open_dir_beneath(self.objects.fd.as_fd(), &d.name) {
+                Ok(fd) => fd,
+                // Replaced by something else since the listing: fsck's business.
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
+                Err(e) => return Err(e).ctx("opening", path()),
+            };
+            for e in crate::layout::list(fd.as_fd()).ctx("reading", path())? {
+                if e.kind != FileType::RegularFile || !e.utf8 {
+                    continue;
+                }
+                if let Ok(id) = ObjectId::from_object_path(&d.name, &e.name)
                     && id.algorithm() == self.algorithm()
                 {
-                    let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    let size = rustix::fs::statat(&fd, e.name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                        .map(|st| u64::try_from(st.st_size).unwrap_or(0))
+                        .unwrap_or(0);
                     out.push((id, size));
                 }
             }
@@ -181,13 +195,12 @@ impl Repository {
             mounted: live.mounted.clone(),
             ..GcReport::default()
         };
-        // Names first, so that no name ever points at a removed object.
+        // Names first, so that no name ever points at a removed object. Only links are
+        // listed: a stray (a file or directory among the links) is left to fsck.
         for (cid, _) in self.list_streams()? {
             if !live.streams.contains(&cid) {
                 if !dry_run {
-                    crate::fault::point();
-                    let p = self.path().join("streams").join(&cid);
-                    std::fs::remove_file(&p).ctx("removing", &p)?;
+                    self.remove_stream_link(&cid)?;
                 }
                 report.streams.push(cid);
             }
@@ -195,9 +208,7 @@ impl Repository {
         for id in self.list_images()? {
             if !live.images.contains(&id) {
                 if !dry_run {
-                    crate::fault::point();
-                    let p = self.path().join("images").join(id.to_hex());
-                    std::fs::remove_file(&p).ctx("removing", &p)?;
+                    self.remove_image_link(&id.to_hex())?;
                 }
                 report.images.push(id);
             }
@@ -213,9 +224,7 @@ impl Repository {
                 continue;
             }
             if !dry_run {
-                crate::fault::point();
-                let p = self.object_path(&id);
-                std::fs::remove_file(&p).ctx("removing", &p)?;
+                self.remove_object(&id)?;
             }
             report.objects.push(id);
             report.bytes += size;

@@ -5,14 +5,29 @@
 //! stream — is removed too. A pull whose config stream is gone fetches the image again and
 //! re-creates exactly those objects and streams. Refs are kept: they say what to re-pull; until
 //! then fsck reports them as dangling.
+//!
+//! What is not part of the repository's shape is taken out, never followed: a layout
+//! directory that is a symlink or not a directory is unlinked (the link or file itself) and
+//! recreated empty ([`Repository::repair_layout`], before the repository can be opened);
+//! strays among the links and refs, refs that do not point straight at a stream or image,
+//! object paths that are not regular files and `objects/XX` that are not directories are moved
+//! into `tmp/` and removed there through descriptors.
 
 use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::error::{IoContext, Result};
-use crate::fsck::FsckReport;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsck::{FsckReport, Problem};
 use crate::gc::ImageObjects;
+use crate::layout::{self, LAYOUT_DIRS};
+use crate::lock::{LockMode, RepoLock};
 use crate::repository::Repository;
 
 /// What [`Repository::repair`] did.
@@ -28,7 +43,20 @@ pub struct RepairReport {
     pub images: Vec<String>,
     /// Refs whose stream or image is now gone: re-pull (or re-create) these.
     pub refs: Vec<String>,
+    /// Layout directories replaced by empty ones (a symlink or non-directory was there).
+    pub layout: Vec<String>,
+    /// Stray entries, malformed refs, non-regular object paths and damaged object
+    /// directories removed (paths relative to the repository).
+    pub strays: Vec<String>,
 }
+
+/// Problem kinds whose entry is removed as it is.
+const STRAY: &[&str] = &[
+    "stray-entry",
+    "bad-ref",
+    "not-regular-object",
+    "damaged-layout",
+];
 
 /// Problem kinds that make a stream or image unusable.
 const BROKEN: &[&str] = &[
@@ -64,7 +92,9 @@ impl Repository {
         let mut broken_streams = BTreeSet::new();
         let mut broken_images = BTreeSet::new();
         for p in &before.problems {
-            if p.kind == "corrupt-object" {
+            if STRAY.contains(&p.kind) {
+                out.strays.push(p.path.clone());
+            } else if p.kind == "corrupt-object" {
                 out.objects.push(p.path.clone());
             } else if BROKEN.contains(&p.kind) {
                 if let Some(cid) = p.path.strip_prefix("streams/")
@@ -106,7 +136,11 @@ impl Repository {
                 break;
             }
         }
-        // Names first, then objects: no name ever points at a removed object.
+        // Names first, then objects: no name ever points at a removed object. Strays in
+        // objects/ are no object anyone can use, so they go first too.
+        for rel in &out.strays {
+            self.remove_entry(rel)?;
+        }
         for cid in &broken_streams {
             if self.remove_stream_link(cid)? {
                 out.streams.push(cid.clone());
@@ -121,12 +155,7 @@ impl Repository {
         self.sync_link_dirs()?;
         for rel in &out.objects {
             crate::fault::point();
-            let p = self.path().join(rel);
-            match std::fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).ctx("removing", &p),
-            }
+            self.remove_entry(rel)?;
         }
         if !out.objects.is_empty() {
             self.sync()?;
@@ -144,4 +173,141 @@ impl Repository {
         out.before = before;
         Ok(out)
     }
+
+    /// Takes `rel` (`objects/ab/cd…`, `streams/x`, `images/refs/a/b`) out of the repository:
+    /// its parent opened without following a symlink, the entry moved into `tmp/` and removed
+    /// there. Gone already is fine.
+    fn remove_entry(&self, rel: &str) -> Result<()> {
+        let Some((top, rest)) = rel.split_once('/') else {
+            return Ok(());
+        };
+        let dir = match top {
+            "objects" => &self.objects,
+            "streams" => &self.streams,
+            "images" => &self.images,
+            _ => return Ok(()),
+        };
+        let (parent, name) = match layout::open_parent(dir.fd.as_fd(), rest) {
+            Ok(p) => p,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(e).ctx("opening", self.path().join(rel)),
+        };
+        self.move_aside(parent.as_fd(), name, rel)
+    }
+
+    /// fsck of the repository at `path`. If its layout is damaged (see
+    /// [`Error::DamagedLayout`]) it cannot be opened: the report lists the damaged entries.
+    pub fn fsck_path(
+        path: &Path,
+        images: Option<&dyn ImageObjects>,
+        threads: usize,
+    ) -> Result<FsckReport> {
+        match Self::open(path) {
+            Ok(repo) => repo.fsck(images, threads),
+            Err(Error::DamagedLayout { .. }) => {
+                let mut report = FsckReport::default();
+                for (problem, _) in layout_damage(path, false)? {
+                    report.problems.push(problem);
+                }
+                Ok(report)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `fsck --repair` of the repository at `path`: first [`Repository::repair_layout`], then
+    /// [`Repository::repair`]; the layout problems are part of the report.
+    pub fn repair_path(
+        path: &Path,
+        images: Option<&dyn ImageObjects>,
+        threads: usize,
+    ) -> Result<RepairReport> {
+        let fixed = layout_damage(path, true)?;
+        let repo = Self::open(path)?;
+        let mut report = repo.repair(images, threads)?;
+        let mut problems = Vec::new();
+        for (problem, done) in fixed {
+            report.layout.push(format!("{}: {done}", problem.path));
+            problems.push(problem);
+        }
+        problems.append(&mut report.before.problems);
+        report.before.problems = problems;
+        Ok(report)
+    }
+
+    /// Replaces every layout directory that is a symlink or not a directory by an empty
+    /// directory (the symlink or file itself is unlinked, never followed) and creates missing
+    /// ones, holding the lock exclusively; returns what it did, one line per entry.
+    pub fn repair_layout(path: &Path) -> Result<Vec<String>> {
+        Ok(layout_damage(path, true)?
+            .into_iter()
+            .map(|(p, done)| format!("{}: {done}", p.path))
+            .collect())
+    }
+}
+
+/// The layout directories of the repository at `path` that are not directories, as fsck
+/// problems (`damaged-layout`); with `fix`, each is replaced by an empty directory under the
+/// exclusive lock, and the second element says what was done.
+fn layout_damage(path: &Path, fix: bool) -> Result<Vec<(Problem, String)>> {
+    let root = rustix::fs::openat(
+        rustix::fs::CWD,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("opening repository", path)?;
+    crate::meta::read_meta(root.as_fd(), path)?;
+    let lock = RepoLock::open(root.as_fd(), path)?;
+    lock.lock(if fix {
+        LockMode::Exclusive
+    } else {
+        LockMode::Shared
+    })?;
+    let mut out: Vec<(Problem, String)> = Vec::new();
+    for d in LAYOUT_DIRS {
+        // Below a damaged directory there is nothing to check until it is replaced.
+        if !fix
+            && out.iter().any(|(p, _)| {
+                d.strip_prefix(p.path.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            })
+        {
+            continue;
+        }
+        let what = match layout::open_dir_beneath(root.as_fd(), d) {
+            Ok(_) => continue,
+            Err(Errno::NOENT) => "missing",
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                let (parent, name) =
+                    layout::open_parent(root.as_fd(), d).ctx("opening", path.join(d))?;
+                match layout::entry_type(parent.as_fd(), name).ctx("checking", path.join(d))? {
+                    Some(t) => layout::describe(t),
+                    None => "missing",
+                }
+            }
+            Err(e) => return Err(e).ctx("opening", path.join(d)),
+        };
+        let problem = Problem {
+            path: d.to_owned(),
+            kind: "damaged-layout",
+            message: format!("{what}, not a directory (not followed)"),
+        };
+        let mut done = String::new();
+        if fix {
+            let (parent, name) =
+                layout::open_parent(root.as_fd(), d).ctx("opening", path.join(d))?;
+            if what != "missing" {
+                layout::unlink_if_present(parent.as_fd(), name, AtFlags::empty())
+                    .ctx("removing", path.join(d))?;
+            }
+            match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(e).ctx("creating", path.join(d)),
+            }
+            done = format!("{what} replaced by an empty directory");
+        }
+        out.push((problem, done));
+    }
+    Ok(out)
 }

@@ -9,11 +9,13 @@
 //! REPO/images/<image-id>       -> ../objects/XX/<rest>   (EROFS images)
 //! REPO/images/refs/<name>      -> ../<image-id>
 //! REPO/tmp/                    staging where O_TMPFILE is unavailable; emptied on open
+//! REPO/lock                    the lock file (mode 0600), see [`crate::lock`]
 //! ```
 //!
-//! Every process that writes holds a shared `flock` on the repository directory for as long as
-//! the [`Repository`] lives; gc takes it exclusively, so it never runs while objects are written
-//! but not yet named.
+//! Every process that writes holds a shared `flock` on `REPO/lock` for as long as the
+//! [`Repository`] lives; gc takes it exclusively, so it never runs while objects are written
+//! but not yet named. Everything below the root is reached through descriptors opened without
+//! following symlinks ([`crate::layout`]): a damaged layout is refused, never followed.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -21,62 +23,18 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{AtFlags, CWD, FlockOperation, Mode, OFlags};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
 use rustix::io::Errno;
-use serde::{Deserialize, Serialize};
 
 use crate::digest::{HashAlgorithm, ObjectId};
 use crate::durable::{DirtyDirs, TEMP_LINK, parent_of};
 use crate::error::{Error, IoContext, Result};
 use crate::fsverity::{self, FsVerityHasher, VerityError};
-use crate::names::{check_content_id, check_ref_name};
-use crate::splitstream::{SplitStreamReader, SplitStreamWriter};
-
-/// The on-disk format version this code reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
-const FORMAT_NAME: &str = "cfs-repository";
-
-/// Whether the kernel verifies objects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VerityMode {
-    /// fs-verity is enabled on every object and checked when an object is reused or opened.
-    Enforced,
-    /// The filesystem cannot do verity (or the user asked not to): names are trusted, and only
-    /// fsck re-hashes content.
-    Insecure,
-}
-
-impl std::fmt::Display for VerityMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Enforced => "enforced",
-            Self::Insecure => "insecure",
-        })
-    }
-}
-
-/// The contents of `meta.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Meta {
-    /// Always `cfs-repository`.
-    pub format: String,
-    /// The on-disk format version ([`FORMAT_VERSION`]).
-    pub version: u32,
-    /// The hash algorithm of every object name and image ID.
-    pub hash: HashAlgorithm,
-    /// Whether verity is enforced.
-    pub verity: VerityMode,
-}
-
-/// How `init` chooses the verity mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InitVerity {
-    /// Enforce verity; fail if the filesystem cannot do it.
-    Require,
-    /// Create an insecure repository (verity not used even if available).
-    Insecure,
-}
+use crate::layout::{self, LAYOUT_DIRS, OpenFileError};
+pub use crate::links::RefEntry;
+use crate::lock::{LockMode, RepoLock};
+use crate::meta::{FORMAT_NAME, read_meta};
+pub use crate::meta::{FORMAT_VERSION, InitVerity, Meta, VerityMode};
 
 /// A directory relative to the repository root, with the path kept for messages.
 pub(crate) struct Dir {
@@ -86,85 +44,122 @@ pub(crate) struct Dir {
 
 /// An open repository. Holds a shared lock (exclusive during gc) until dropped.
 pub struct Repository {
-    path: PathBuf,
-    root: OwnedFd,
-    objects: Dir,
-    streams: Dir,
-    images: Dir,
-    tmp: Dir,
-    meta: Meta,
+    pub(crate) path: PathBuf,
+    pub(crate) root: OwnedFd,
+    pub(crate) lock: RepoLock,
+    pub(crate) objects: Dir,
+    pub(crate) streams: Dir,
+    pub(crate) images: Dir,
+    pub(crate) tmp: Dir,
+    pub(crate) meta: Meta,
     /// Whether `O_TMPFILE` works in `objects/` (probed once at open).
     tmpfile_ok: bool,
     counter: AtomicU64,
 }
 
-/// Where a reference points, for listings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RefEntry {
-    /// The ref's name.
-    pub name: String,
-    /// The content id (stream refs) or image id hex (image refs) it points to.
-    pub target: String,
+/// What is at an object's path.
+pub(crate) enum Found {
+    /// A regular file (opened when asked for).
+    Present(Option<OwnedFd>),
+    /// Nothing.
+    Missing,
+    /// Something that is not a regular file, or an `objects/XX` that is not a directory.
+    Damaged {
+        /// Relative to the repository.
+        rel: String,
+        /// What it is.
+        what: &'static str,
+    },
 }
 
-fn open_dir(root: impl AsFd, rel: &'static str, base: &Path) -> Result<Dir> {
-    let fd = rustix::fs::openat(
-        root,
-        rel,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx("opening", base.join(rel))?;
-    Ok(Dir { fd, rel })
-}
-
-/// Creates `rel` and its missing parents under `dirfd`; every directory it creates goes into
-/// `dirty` with its parent (both must be fsynced for the new directory to survive a crash).
-fn mkdir_p(dirfd: BorrowedFd<'_>, rel: &str, dirty: &mut DirtyDirs) -> rustix::io::Result<()> {
-    fn created(rel: &str, dirty: &mut DirtyDirs) {
-        dirty.insert(rel.to_owned());
-        dirty.insert(parent_of(rel).to_owned());
+/// Opens the layout directory `rel` beneath the root; a symlink or non-directory there is
+/// [`Error::DamagedLayout`], and a missing one is created (an older or half-created
+/// repository) where the parent allows.
+fn open_dir(root: BorrowedFd<'_>, rel: &'static str, base: &Path) -> Result<Dir> {
+    let damaged = |what| Error::DamagedLayout {
+        repo: base.to_owned(),
+        entry: rel.to_owned(),
+        what,
+    };
+    let what_is = |e: Errno| -> Result<Error> {
+        let (parent, name) = layout::open_parent(root, rel).ctx("opening", base.join(rel))?;
+        Ok(match layout::entry_type(parent.as_fd(), name) {
+            Ok(Some(t)) => damaged(layout::describe(t)),
+            _ => Error::Io {
+                op: "opening",
+                path: base.join(rel),
+                source: e.into(),
+            },
+        })
+    };
+    match layout::open_dir_beneath(root, rel) {
+        Ok(fd) => return Ok(Dir { fd, rel }),
+        Err(e @ (Errno::LOOP | Errno::NOTDIR)) => return Err(what_is(e)?),
+        Err(Errno::NOENT) => {}
+        Err(e) => return Err(e).ctx("opening", base.join(rel)),
     }
-    match rustix::fs::mkdirat(dirfd, rel, Mode::from_raw_mode(0o755)) {
-        Ok(()) => {
-            created(rel, dirty);
-            Ok(())
-        }
-        Err(Errno::EXIST) => Ok(()),
-        Err(Errno::NOENT) => {
-            if let Some((parent, _)) = rel.rsplit_once('/') {
-                mkdir_p(dirfd, parent, dirty)?;
-                match rustix::fs::mkdirat(dirfd, rel, Mode::from_raw_mode(0o755)) {
-                    Ok(()) => {
-                        created(rel, dirty);
-                        Ok(())
-                    }
-                    Err(Errno::EXIST) => Ok(()),
-                    Err(e) => Err(e),
-                }
-            } else {
-                Err(Errno::NOENT)
+    // Created at init (made durable by its final `syncfs`) or for an older repository.
+    match mkdir_p(root, rel, &mut DirtyDirs::new()) {
+        Ok(fd) => Ok(Dir { fd, rel }),
+        Err(e @ (Errno::LOOP | Errno::NOTDIR)) => Err(what_is(e)?),
+        Err(Errno::NOENT) => Err(damaged("missing")),
+        Err(e) => Err(e).ctx("creating", base.join(rel)),
+    }
+}
+
+/// Creates the directory `rel` below `dirfd` and any missing parents, one component at a time
+/// without following a symlink (`mkdirat` never follows its last component; each parent is
+/// opened `O_NOFOLLOW`), and returns it opened. Every directory it creates goes into `dirty`
+/// with its parent (both must be fsynced for the new directory to survive a crash).
+fn mkdir_p(dirfd: BorrowedFd<'_>, rel: &str, dirty: &mut DirtyDirs) -> rustix::io::Result<OwnedFd> {
+    let mut cur: Option<OwnedFd> = None;
+    let mut walked = 0;
+    for part in rel.split('/') {
+        let at = cur.as_ref().map_or(dirfd, |fd| fd.as_fd());
+        let here = rel.get(..walked + part.len()).ok_or(Errno::INVAL)?;
+        walked += part.len() + 1;
+        match rustix::fs::mkdirat(at, part, Mode::from_raw_mode(0o755)) {
+            Ok(()) => {
+                dirty.insert(here.to_owned());
+                dirty.insert(parent_of(here).to_owned());
             }
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
+        cur = Some(layout::open_dir_beneath(at, part)?);
     }
+    cur.ok_or(Errno::INVAL)
 }
 
 impl Repository {
     /// Creates a repository in `path` (created if missing; must not already hold one).
     pub fn init(path: &Path, hash: HashAlgorithm, verity: InitVerity) -> Result<Self> {
         std::fs::create_dir_all(path).ctx("creating", path)?;
-        let meta_path = path.join("meta.json");
-        if meta_path.exists() {
+        let root = open_root(path)?;
+        if layout::entry_type(root.as_fd(), "meta.json")
+            .ctx("checking", path.join("meta.json"))?
+            .is_some()
+        {
             return Err(Error::AlreadyExists(path.to_owned()));
         }
-        for d in ["objects", "streams/refs", "images/refs", "tmp"] {
-            std::fs::create_dir_all(path.join(d)).ctx("creating", path.join(d))?;
+        let lock = RepoLock::open(root.as_fd(), path)?;
+        lock.lock(LockMode::Exclusive)?;
+        let mut tmp = None;
+        for d in LAYOUT_DIRS {
+            let dir = open_dir(root.as_fd(), d, path)?;
+            if d == "tmp" {
+                tmp = Some(dir);
+            }
         }
+        let tmp = tmp.ok_or_else(|| Error::DamagedLayout {
+            repo: path.to_owned(),
+            entry: "tmp".into(),
+            what: "missing",
+        })?;
         let mode = match verity {
             InitVerity::Insecure => VerityMode::Insecure,
             InitVerity::Require => {
-                if !probe_verity(&path.join("tmp"), hash)? {
+                if !probe_verity(&tmp, path, hash)? {
                     return Err(Error::VerityUnsupported(path.to_owned()));
                 }
                 VerityMode::Enforced
@@ -182,84 +177,77 @@ impl Repository {
         })?;
         json.push(b'\n');
         // Written last and atomically: a directory with meta.json is a complete repository.
-        let tmp = path.join("tmp/meta.json.new");
-        std::fs::write(&tmp, &json).ctx("writing", &tmp)?;
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .ctx("syncing", &tmp)?;
-        std::fs::rename(&tmp, &meta_path).ctx("renaming to", &meta_path)?;
+        let name = format!(".meta.json.new-{}", std::process::id());
+        let tmp_path = path.join("tmp").join(&name);
+        let fd = rustix::fs::openat(
+            &tmp.fd,
+            name.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .ctx("creating", &tmp_path)?;
+        let mut f = File::from(fd);
+        f.write_all(&json).ctx("writing", &tmp_path)?;
+        f.sync_all().ctx("syncing", &tmp_path)?;
+        drop(f);
+        rustix::fs::renameat(&tmp.fd, name.as_str(), &root, "meta.json")
+            .ctx("renaming to", path.join("meta.json"))?;
         // `init` reports success only once the directories and meta.json's name are durable.
-        rustix::fs::syncfs(File::open(path).ctx("opening", path)?).ctx("syncing", path)?;
+        rustix::fs::syncfs(&root).ctx("syncing", path)?;
+        drop(lock);
         Self::open(path)
     }
 
-    /// Opens an existing repository and takes a shared lock on it.
+    /// Opens an existing repository and takes a shared lock on it. A damaged layout (a layout
+    /// directory that is a symlink or not a directory) is refused with
+    /// [`Error::DamagedLayout`]; [`Repository::repair_layout`] fixes it.
     pub fn open(path: &Path) -> Result<Self> {
-        let root = rustix::fs::openat(
-            CWD,
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ctx("opening repository", path)?;
-        let meta_bytes = match rustix::fs::openat(
-            &root,
-            "meta.json",
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => {
-                let mut v = Vec::new();
-                File::from(fd)
-                    .read_to_end(&mut v)
-                    .ctx("reading", path.join("meta.json"))?;
-                v
-            }
-            Err(Errno::NOENT) => return Err(Error::NotARepository(path.to_owned())),
-            Err(e) => return Err(e).ctx("opening", path.join("meta.json")),
-        };
-        let meta: Meta = serde_json::from_slice(&meta_bytes).map_err(|e| Error::BadMeta {
-            path: path.to_owned(),
-            message: format!("not valid repository metadata: {e}"),
-        })?;
-        if meta.format != FORMAT_NAME || meta.version != FORMAT_VERSION {
-            return Err(Error::BadMeta {
-                path: path.to_owned(),
-                message: format!(
-                    "format {:?} version {} is not understood by this cfsctl (it reads {FORMAT_NAME} version {FORMAT_VERSION})",
-                    meta.format, meta.version
-                ),
-            });
-        }
+        let root = open_root(path)?;
+        let meta = read_meta(root.as_fd(), path)?;
+        let lock = RepoLock::open(root.as_fd(), path)?;
+        // Layout dirs missing from an older repository are created under the lock.
+        lock.lock(LockMode::Shared)?;
         let repo = Self {
-            objects: open_dir(&root, "objects", path)?,
-            streams: open_dir(&root, "streams", path)?,
-            images: open_dir(&root, "images", path)?,
-            tmp: open_dir(&root, "tmp", path)?,
+            objects: open_dir(root.as_fd(), "objects", path)?,
+            streams: open_dir(root.as_fd(), "streams", path)?,
+            images: open_dir(root.as_fd(), "images", path)?,
+            tmp: open_dir(root.as_fd(), "tmp", path)?,
             path: path.to_owned(),
             root,
+            lock,
             meta,
             tmpfile_ok: true,
             counter: AtomicU64::new(0),
         };
+        for d in ["streams/refs", "images/refs"] {
+            open_dir(repo.root.as_fd(), d, path)?;
+        }
         let mut repo = repo;
         repo.tmpfile_ok = repo.probe_tmpfile();
         // Clean leftovers in tmp/ if nobody else has the repository open; then hold it shared.
-        if rustix::fs::flock(&repo.root, FlockOperation::NonBlockingLockExclusive).is_ok() {
-            repo.clean_tmp()?;
-        }
-        rustix::fs::flock(&repo.root, FlockOperation::LockShared).ctx("locking", path)?;
+        // (A failed non-blocking conversion drops the shared lock: take it again either way.)
+        let alone = repo.lock.try_lock(LockMode::Exclusive)?;
+        let cleaned = if alone { repo.clean_tmp() } else { Ok(()) };
+        repo.lock.lock(LockMode::Shared)?;
+        cleaned?;
         Ok(repo)
     }
 
-    /// Takes the exclusive lock (waits for every other process using the repository).
+    /// Takes the exclusive lock (waits, for at most the lock timeout, for every other process
+    /// using the repository).
     pub(crate) fn lock_exclusive(&self) -> Result<()> {
-        rustix::fs::flock(&self.root, FlockOperation::LockExclusive).ctx("locking", &self.path)
+        self.lock.lock(LockMode::Exclusive)
     }
 
     /// Returns to the shared lock.
     pub(crate) fn lock_shared(&self) -> Result<()> {
-        rustix::fs::flock(&self.root, FlockOperation::LockShared).ctx("locking", &self.path)
+        self.lock.lock(LockMode::Shared)
+    }
+
+    /// The descriptor of `objects/` (for overlayfs's data-only lower layer): opened without
+    /// following a symlink, so it is the repository's own.
+    pub fn objects_dir(&self) -> BorrowedFd<'_> {
+        self.objects.fd.as_fd()
     }
 
     fn probe_tmpfile(&self) -> bool {
@@ -273,18 +261,21 @@ impl Repository {
     }
 
     fn clean_tmp(&self) -> Result<()> {
-        let tmp = self.path.join("tmp");
-        for entry in std::fs::read_dir(&tmp).ctx("reading", &tmp)? {
-            let entry = entry.ctx("reading", &tmp)?;
-            let p = entry.path();
-            let r = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
-            r.ctx("removing", &p)?;
+        layout::clear_tmp(self.tmp.fd.as_fd(), &|| self.temp_name("rm"))
+            .ctx("emptying", self.path.join("tmp"))
+    }
+
+    /// Moves `name` of `dirfd` into `tmp/` and removes it there (a directory with everything
+    /// in it), never following a symlink: how a damaged entry is taken out of the layout.
+    pub(crate) fn move_aside(&self, dirfd: BorrowedFd<'_>, name: &str, rel: &str) -> Result<()> {
+        let fresh = self.temp_name("aside");
+        match rustix::fs::renameat(dirfd, name, &self.tmp.fd, fresh.as_str()) {
+            Ok(()) => {}
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(e).ctx("moving aside", self.path.join(rel)),
         }
-        Ok(())
+        layout::remove_tree_in_tmp(self.tmp.fd.as_fd(), &fresh, &|| self.temp_name("rm"))
+            .ctx("removing", self.path.join("tmp").join(&fresh))
     }
 
     /// The repository's directory.
@@ -307,7 +298,7 @@ impl Repository {
         self.meta.verity
     }
 
-    fn check_alg(&self, id: &ObjectId) -> Result<()> {
+    pub(crate) fn check_alg(&self, id: &ObjectId) -> Result<()> {
         if id.algorithm() != self.meta.hash {
             return Err(Error::WrongAlgorithm {
                 id: Box::new(*id),
@@ -328,33 +319,91 @@ impl Repository {
     /// is measured (a cheap ioctl) and a mismatch is an error.
     pub fn has_object(&self, id: &ObjectId) -> Result<bool> {
         self.check_alg(id)?;
-        let rel = id.object_path();
-        match self.meta.verity {
-            VerityMode::Insecure => {
-                match rustix::fs::statat(&self.objects.fd, &rel, AtFlags::empty()) {
-                    Ok(_) => Ok(true),
-                    Err(Errno::NOENT) => Ok(false),
-                    Err(e) => Err(e).ctx("checking", self.object_path(id)),
-                }
-            }
-            VerityMode::Enforced => match self.open_object_fd(id) {
-                Ok(fd) => {
+        let open = self.meta.verity == VerityMode::Enforced;
+        match self.find_object(id, open)? {
+            Found::Present(fd) => {
+                if let Some(fd) = fd {
                     self.verify_measured(id, &fd)?;
-                    Ok(true)
                 }
-                Err(Errno::NOENT) => Ok(false),
-                Err(e) => Err(e).ctx("opening", self.object_path(id)),
-            },
+                Ok(true)
+            }
+            // Something that is not a regular file is no object: the writer replaces it.
+            Found::Missing | Found::Damaged { .. } => Ok(false),
         }
     }
 
-    fn open_object_fd(&self, id: &ObjectId) -> rustix::io::Result<OwnedFd> {
-        rustix::fs::openat(
-            &self.objects.fd,
-            id.object_path(),
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
+    /// What is at `objects/XX/<rest>` for `id`, without following a symlink, blocking on a
+    /// FIFO or opening a device; with `open`, a regular file is opened read-only.
+    pub(crate) fn find_object(&self, id: &ObjectId, open: bool) -> Result<Found> {
+        let hex = id.to_hex();
+        let (xx, rest) = hex.split_at(2);
+        let dir = match layout::open_dir_beneath(self.objects.fd.as_fd(), xx) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(Found::Missing),
+            Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
+                let what = match layout::entry_type(self.objects.fd.as_fd(), xx) {
+                    Ok(Some(t)) => layout::describe(t),
+                    Ok(None) => return Ok(Found::Missing),
+                    Err(_) => return Err(e).ctx("opening", self.path.join("objects").join(xx)),
+                };
+                return Ok(Found::Damaged {
+                    rel: format!("objects/{xx}"),
+                    what,
+                });
+            }
+            Err(e) => return Err(e).ctx("opening", self.path.join("objects").join(xx)),
+        };
+        let damaged = |what| Found::Damaged {
+            rel: format!("objects/{xx}/{rest}"),
+            what,
+        };
+        if open {
+            match layout::open_regular(dir.as_fd(), rest) {
+                Ok(fd) => Ok(Found::Present(Some(fd))),
+                Err(OpenFileError::Errno(Errno::NOENT)) => Ok(Found::Missing),
+                Err(OpenFileError::NotRegular(what)) => Ok(damaged(what)),
+                Err(OpenFileError::Errno(e)) => Err(e).ctx("opening", self.object_path(id)),
+            }
+        } else {
+            match layout::entry_type(dir.as_fd(), rest).ctx("checking", self.object_path(id))? {
+                None => Ok(Found::Missing),
+                Some(FileType::RegularFile) => Ok(Found::Present(None)),
+                Some(t) => Ok(damaged(layout::describe(t))),
+            }
+        }
+    }
+
+    /// Opens an object's regular file (no verity check); a missing object is
+    /// [`Error::NotFound`], anything but a regular file [`Error::NotRegular`].
+    pub(crate) fn open_object_fd(&self, id: &ObjectId) -> Result<OwnedFd> {
+        match self.find_object(id, true)? {
+            Found::Present(Some(fd)) => Ok(fd),
+            Found::Present(None) | Found::Missing => Err(Error::NotFound {
+                kind: "object",
+                name: id.to_string(),
+            }),
+            Found::Damaged { rel, what } => Err(Error::NotRegular {
+                path: self.path.join(rel),
+                what,
+            }),
+        }
+    }
+
+    /// Removes the object `id`'s file (through its `objects/XX` descriptor); `false` if absent.
+    pub(crate) fn remove_object(&self, id: &ObjectId) -> Result<bool> {
+        let hex = id.to_hex();
+        let (xx, rest) = hex.split_at(2);
+        let dir = match layout::open_dir_beneath(self.objects.fd.as_fd(), xx) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(e).ctx("opening", self.path.join("objects").join(xx)),
+        };
+        crate::fault::point();
+        match rustix::fs::unlinkat(&dir, rest, AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(e).ctx("removing", self.object_path(id)),
+        }
     }
 
     fn verify_measured(&self, id: &ObjectId, fd: impl AsFd) -> Result<()> {
@@ -375,16 +424,7 @@ impl Repository {
     /// Opens an object for reading; in an enforced repository its verity digest is checked.
     pub fn open_object(&self, id: &ObjectId) -> Result<File> {
         self.check_alg(id)?;
-        let fd = match self.open_object_fd(id) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => {
-                return Err(Error::NotFound {
-                    kind: "object",
-                    name: id.to_string(),
-                });
-            }
-            Err(e) => return Err(e).ctx("opening", self.object_path(id)),
-        };
+        let fd = self.open_object_fd(id)?;
         if self.meta.verity == VerityMode::Enforced {
             self.verify_measured(id, &fd)?;
         }
@@ -445,7 +485,7 @@ impl Repository {
         })
     }
 
-    fn temp_name(&self, what: &str) -> String {
+    pub(crate) fn temp_name(&self, what: &str) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -457,12 +497,9 @@ impl Repository {
     /// Links a finished staging file into `objects/` under `id`, enabling verity first if
     /// enforced. An object that appeared meanwhile (another writer) is kept and ours dropped.
     fn link_object(&self, file: File, staged: Option<String>, id: &ObjectId) -> Result<()> {
-        let rel = id.object_path();
-        let (dir, _) = rel.split_at(2);
-        // `objects/XX` and the object's entry in it are made durable by the `syncfs` that
-        // precedes naming anything that needs the object, not by an fsync here.
-        mkdir_p(self.objects.fd.as_fd(), dir, &mut DirtyDirs::new())
-            .ctx("creating", self.path.join("objects").join(dir))?;
+        let hex = id.to_hex();
+        let (dir, rest) = hex.split_at(2);
+        let xx = self.object_dir(dir)?;
         let file = if self.meta.verity == VerityMode::Enforced {
             // Verity needs a read-only descriptor and no writable one left open.
             let ro = reopen_readonly(&file).ctx("reopening", self.object_path(id))?;
@@ -476,17 +513,30 @@ impl Repository {
         } else {
             file
         };
-        crate::fault::point();
-        let res = match &staged {
-            None => link_tmpfile(&file, &self.objects.fd, &rel),
-            Some(name) => rustix::fs::linkat(
-                &self.tmp.fd,
-                name.as_str(),
-                &self.objects.fd,
-                &rel,
-                AtFlags::empty(),
-            ),
+        let link = || match &staged {
+            None => link_tmpfile(&file, &xx, rest),
+            Some(name) => {
+                rustix::fs::linkat(&self.tmp.fd, name.as_str(), &xx, rest, AtFlags::empty())
+            }
         };
+        crate::fault::point();
+        let mut res = link();
+        // EEXIST is done only if what is there is a regular file (another writer won the
+        // race); a FIFO, directory, symlink or device there is moved aside and replaced.
+        for _ in 0..2 {
+            if res != Err(Errno::EXIST) {
+                break;
+            }
+            match layout::entry_type(xx.as_fd(), rest).ctx("checking", self.object_path(id))? {
+                Some(FileType::RegularFile) => {
+                    res = Ok(());
+                    break;
+                }
+                None => {}
+                Some(_) => self.move_aside(xx.as_fd(), rest, &format!("objects/{dir}/{rest}"))?,
+            }
+            res = link();
+        }
         if let Some(name) = &staged {
             let _ = rustix::fs::unlinkat(&self.tmp.fd, name.as_str(), AtFlags::empty());
         }
@@ -495,8 +545,24 @@ impl Repository {
                 start_writeback(&file);
                 Ok(())
             }
-            Err(Errno::EXIST) => Ok(()),
             Err(e) => Err(e).ctx("linking", self.object_path(id)),
+        }
+    }
+
+    /// Opens (creating it if missing) the object directory `objects/XX`; one that is a symlink
+    /// or not a directory is moved aside (never followed) and replaced.
+    fn object_dir(&self, xx: &str) -> Result<OwnedFd> {
+        let path = || self.path.join("objects").join(xx);
+        // `objects/XX` and the objects' entries in it are made durable by the `syncfs` that
+        // precedes naming anything that needs them, not by an fsync here.
+        let mut dirty = DirtyDirs::new();
+        match mkdir_p(self.objects.fd.as_fd(), xx, &mut dirty) {
+            Ok(fd) => Ok(fd),
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                self.move_aside(self.objects.fd.as_fd(), xx, &format!("objects/{xx}"))?;
+                mkdir_p(self.objects.fd.as_fd(), xx, &mut dirty).ctx("creating", path())
+            }
+            Err(e) => Err(e).ctx("creating", path()),
         }
     }
 
@@ -530,234 +596,10 @@ impl Repository {
         rustix::fs::syncfs(&self.root).ctx("syncing", &self.path)
     }
 
-    // ----- streams -----
-
-    /// Starts writing a splitstream of the given content type (e.g. `application/x-tar`).
-    pub fn create_stream(&self, content_type: &str) -> Result<SplitStreamWriter<'_>> {
-        SplitStreamWriter::new(self, content_type)
-    }
-
-    /// Names already-written stream objects by their content ids, after making all data
-    /// durable: the stream becomes visible only once everything it references is on disk, and
-    /// this returns only once the names are durable too (one fsync of `streams/` for all).
-    pub fn register_streams(&self, streams: &[(&str, ObjectId)]) -> Result<()> {
-        for (cid, id) in streams {
-            check_content_id(cid)?;
-            self.check_alg(id)?;
-        }
-        self.sync()?;
-        let mut dirty = DirtyDirs::new();
-        for (cid, id) in streams {
-            let target = format!("../objects/{}", id.object_path());
-            self.link_at(&self.streams, cid, &target, &mut dirty)?;
-        }
-        self.sync_dirs(&self.streams, &dirty)
-    }
-
-    /// [`Repository::register_streams`] for one stream.
-    pub fn register_stream(&self, content_id: &str, id: &ObjectId) -> Result<()> {
-        self.register_streams(&[(content_id, *id)])
-    }
-
-    /// The stream object a content id names, if it exists and its object is present.
-    pub fn stream_object(&self, content_id: &str) -> Result<Option<ObjectId>> {
-        check_content_id(content_id)?;
-        let Some(target) = self.read_link(&self.streams, content_id)? else {
-            return Ok(None);
-        };
-        let id = self.object_from_link(&target, "streams", content_id)?;
-        Ok(self.has_object(&id)?.then_some(id))
-    }
-
-    /// Resolves a content id or a stream ref name to `(content id, stream object)`.
-    pub fn resolve_stream(&self, name: &str) -> Result<(String, ObjectId)> {
-        if check_content_id(name).is_ok()
-            && let Some(id) = self.stream_object(name)?
-        {
-            return Ok((name.to_owned(), id));
-        }
-        if check_ref_name(name).is_ok()
-            && let Some(cid) = self.stream_ref(name)?
-            && let Some(id) = self.stream_object(&cid)?
-        {
-            return Ok((cid, id));
-        }
-        Err(Error::NotFound {
-            kind: "stream",
-            name: name.to_owned(),
-        })
-    }
-
-    /// Opens a splitstream by content id or ref name.
-    pub fn open_stream(&self, name: &str) -> Result<SplitStreamReader<File>> {
-        let (cid, id) = self.resolve_stream(name)?;
-        let file = self.open_object(&id)?;
-        SplitStreamReader::new(file, self.meta.hash, &cid)
-    }
-
-    /// Opens a splitstream by its object id.
-    pub fn open_stream_object(&self, id: &ObjectId) -> Result<SplitStreamReader<File>> {
-        let file = self.open_object(id)?;
-        SplitStreamReader::new(file, self.meta.hash, &id.to_string())
-    }
-
-    /// Lists the content ids in `streams/` with their objects (links that don't parse are
-    /// reported by fsck, not here).
-    pub fn list_streams(&self) -> Result<Vec<(String, ObjectId)>> {
-        let mut out = Vec::new();
-        for name in self.dir_names(&self.streams, "")? {
-            if name == "refs" || name.starts_with('.') {
-                continue;
-            }
-            if let Some(target) = self.read_link(&self.streams, &name)?
-                && let Ok(id) = self.object_from_link(&target, "streams", &name)
-            {
-                out.push((name, id));
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    // ----- refs -----
-
-    /// Points stream ref `name` at `content_id` (atomically replacing an existing ref).
-    pub fn set_stream_ref(&self, name: &str, content_id: &str) -> Result<()> {
-        check_ref_name(name)?;
-        check_content_id(content_id)?;
-        let rel = format!("refs/{name}");
-        let up = "../".repeat(rel.matches('/').count());
-        self.replace_symlink(&self.streams, &rel, &format!("{up}{content_id}"))
-    }
-
-    /// The content id a stream ref points to.
-    pub fn stream_ref(&self, name: &str) -> Result<Option<String>> {
-        check_ref_name(name)?;
-        let Some(target) = self.read_link(&self.streams, &format!("refs/{name}"))? else {
-            return Ok(None);
-        };
-        Ok(Some(link_basename(&target).to_owned()))
-    }
-
-    /// Removes a stream ref; `false` if it did not exist.
-    pub fn remove_stream_ref(&self, name: &str) -> Result<bool> {
-        check_ref_name(name)?;
-        self.remove_link(&self.streams, &format!("refs/{name}"))
-    }
-
-    /// Every stream ref, sorted by name.
-    pub fn list_stream_refs(&self) -> Result<Vec<RefEntry>> {
-        self.list_refs(&self.streams)
-    }
-
-    // ----- images -----
-
-    /// Names an existing object as an image (`images/<id>`). The caller stores the EROFS bytes
-    /// with [`Repository::ensure_object`] first; this syncs before publishing.
-    pub fn register_image(&self, id: &ObjectId) -> Result<()> {
-        if !self.has_object(id)? {
-            return Err(Error::NotFound {
-                kind: "object",
-                name: id.to_string(),
-            });
-        }
-        self.sync()?;
-        let target = format!("../objects/{}", id.object_path());
-        self.replace_symlink(&self.images, &id.to_hex(), &target)
-    }
-
-    /// Points image ref `name` at a registered image.
-    pub fn set_image_ref(&self, name: &str, id: &ObjectId) -> Result<()> {
-        check_ref_name(name)?;
-        self.check_alg(id)?;
-        let rel = format!("refs/{name}");
-        let up = "../".repeat(rel.matches('/').count());
-        self.replace_symlink(&self.images, &rel, &format!("{up}{}", id.to_hex()))
-    }
-
-    /// Removes an image ref; `false` if it did not exist.
-    pub fn remove_image_ref(&self, name: &str) -> Result<bool> {
-        check_ref_name(name)?;
-        self.remove_link(&self.images, &format!("refs/{name}"))
-    }
-
-    /// Every image ref, sorted by name.
-    pub fn list_image_refs(&self) -> Result<Vec<RefEntry>> {
-        self.list_refs(&self.images)
-    }
-
-    /// Every registered image id.
-    pub fn list_images(&self) -> Result<Vec<ObjectId>> {
-        let mut out = Vec::new();
-        for name in self.dir_names(&self.images, "")? {
-            if let Ok(id) = ObjectId::parse_for(self.meta.hash, &name) {
-                out.push(id);
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// Resolves an image id (hex, optionally `sha256:`-prefixed) or image ref name.
-    pub fn resolve_image(&self, name: &str) -> Result<ObjectId> {
-        let id = if let Ok(id) = ObjectId::parse_for(self.meta.hash, name) {
-            id
-        } else if check_ref_name(name).is_ok()
-            && let Some(target) = self.read_link(&self.images, &format!("refs/{name}"))?
-        {
-            ObjectId::parse_for(self.meta.hash, link_basename(&target)).map_err(|_| {
-                Error::NotFound {
-                    kind: "image",
-                    name: name.to_owned(),
-                }
-            })?
-        } else {
-            return Err(Error::NotFound {
-                kind: "image",
-                name: name.to_owned(),
-            });
-        };
-        match self.read_link(&self.images, &id.to_hex())? {
-            Some(_) => Ok(id),
-            None => Err(Error::NotFound {
-                kind: "image",
-                name: name.to_owned(),
-            }),
-        }
-    }
-
     // ----- link helpers -----
 
-    pub(crate) fn read_link(&self, dir: &Dir, rel: &str) -> Result<Option<String>> {
-        match rustix::fs::readlinkat(&dir.fd, rel, Vec::new()) {
-            Ok(t) => Ok(Some(t.to_string_lossy().into_owned())),
-            Err(Errno::NOENT) => Ok(None),
-            Err(Errno::INVAL) => Err(Error::BadSplitStream {
-                name: rel.to_owned(),
-                message: format!("{}/{rel} is not a symlink", dir.rel),
-            }),
-            Err(e) => Err(e).ctx("reading link", self.path.join(dir.rel).join(rel)),
-        }
-    }
-
-    /// Parses a link target `../objects/XX/<rest>` (any number of `../`) into an object id.
-    pub(crate) fn object_from_link(&self, target: &str, dir: &str, name: &str) -> Result<ObjectId> {
-        let rest = target.trim_start_matches("../");
-        let parsed = rest
-            .strip_prefix("objects/")
-            .and_then(|r| r.split_once('/'))
-            .and_then(|(a, b)| ObjectId::from_object_path(a, b).ok());
-        match parsed {
-            Some(id) if id.algorithm() == self.meta.hash => Ok(id),
-            _ => Err(Error::BadSplitStream {
-                name: name.to_owned(),
-                message: format!("{dir}/{name} points to {target:?}, not to an object"),
-            }),
-        }
-    }
-
     /// Creates or atomically replaces the link `dir/rel` and returns once it is durable.
-    fn replace_symlink(&self, dir: &Dir, rel: &str, target: &str) -> Result<()> {
+    pub(crate) fn replace_symlink(&self, dir: &Dir, rel: &str, target: &str) -> Result<()> {
         let mut dirty = DirtyDirs::new();
         self.link_at(dir, rel, target, &mut dirty)?;
         self.sync_dirs(dir, &dirty)
@@ -765,101 +607,84 @@ impl Repository {
 
     /// Creates or atomically replaces the link `dir/rel` (a temporary link renamed over it);
     /// the directories whose entries changed go into `dirty` for [`Repository::sync_dirs`].
-    fn link_at(&self, dir: &Dir, rel: &str, target: &str, dirty: &mut DirtyDirs) -> Result<()> {
+    pub(crate) fn link_at(
+        &self,
+        dir: &Dir,
+        rel: &str,
+        target: &str,
+        dirty: &mut DirtyDirs,
+    ) -> Result<()> {
         let full = self.path.join(dir.rel).join(rel);
-        if let Some((parent, _)) = rel.rsplit_once('/') {
-            mkdir_p(dir.fd.as_fd(), parent, dirty)
-                .ctx("creating", self.path.join(dir.rel).join(parent))?;
-        }
-        let tmp_rel = match rel.rsplit_once('/') {
-            Some((parent, _)) => format!("{parent}/{}", self.temp_name(TEMP_LINK)),
-            None => self.temp_name(TEMP_LINK),
+        let (parent, name) = match rel.rsplit_once('/') {
+            Some((parent, name)) => (
+                layout::Parent::Owned(
+                    mkdir_p(dir.fd.as_fd(), parent, dirty)
+                        .ctx("creating", self.path.join(dir.rel).join(parent))?,
+                ),
+                name,
+            ),
+            None => (layout::Parent::Borrowed(dir.fd.as_fd()), rel),
         };
         dirty.insert(parent_of(rel).to_owned());
+        let tmp_name = self.temp_name(TEMP_LINK);
         crate::fault::point();
-        rustix::fs::symlinkat(target, &dir.fd, &tmp_rel).ctx("creating link", &full)?;
+        rustix::fs::symlinkat(target, &parent, tmp_name.as_str()).ctx("creating link", &full)?;
         crate::fault::point();
-        if let Err(e) = rustix::fs::renameat(&dir.fd, &tmp_rel, &dir.fd, rel) {
-            let _ = rustix::fs::unlinkat(&dir.fd, &tmp_rel, AtFlags::empty());
+        let mut res = rustix::fs::renameat(&parent, tmp_name.as_str(), &parent, name);
+        // A directory where a stream or image link belongs is a stray: move it aside. (Not in
+        // refs/, where a directory holds other refs.)
+        if matches!(res, Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST)) && !rel.contains('/') {
+            self.move_aside(parent.as_fd(), name, &format!("{}/{rel}", dir.rel))?;
+            res = rustix::fs::renameat(&parent, tmp_name.as_str(), &parent, name);
+        }
+        if let Err(e) = res {
+            let _ = rustix::fs::unlinkat(&parent, tmp_name.as_str(), AtFlags::empty());
             return Err(e).ctx("renaming link to", &full);
         }
         Ok(())
     }
 
-    /// Removes the stream link `streams/<content id>`; `false` if it did not exist.
+    /// Removes the stream link `streams/<content id>`; `false` if it did not exist. Not synced:
+    /// the caller (gc, repair) fsyncs `streams/` once with [`Repository::sync_link_dirs`].
     pub(crate) fn remove_stream_link(&self, content_id: &str) -> Result<bool> {
-        self.remove_link(&self.streams, content_id)
+        self.unlink_link(&self.streams, content_id, false)
     }
 
-    /// Removes the image link `images/<hex>`; `false` if it did not exist.
+    /// Removes the image link `images/<hex>`; `false` if it did not exist. Not synced, as
+    /// [`Repository::remove_stream_link`].
     pub(crate) fn remove_image_link(&self, hex: &str) -> Result<bool> {
-        self.remove_link(&self.images, hex)
+        self.unlink_link(&self.images, hex, false)
     }
 
     /// Removes the link `dir/rel` and returns once the removal is durable.
-    fn remove_link(&self, dir: &Dir, rel: &str) -> Result<bool> {
+    pub(crate) fn remove_link(&self, dir: &Dir, rel: &str) -> Result<bool> {
+        self.unlink_link(dir, rel, true)
+    }
+
+    /// Removes the link `dir/rel` (its parent opened without following a symlink), fsyncing
+    /// the parent afterwards if `sync`.
+    fn unlink_link(&self, dir: &Dir, rel: &str, sync: bool) -> Result<bool> {
+        let full = || self.path.join(dir.rel).join(rel);
+        let (parent, name) = match layout::open_parent(dir.fd.as_fd(), rel) {
+            Ok(p) => p,
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Ok(false),
+            Err(e) => return Err(e).ctx("opening", full()),
+        };
         crate::fault::point();
-        match rustix::fs::unlinkat(&dir.fd, rel, AtFlags::empty()) {
+        match rustix::fs::unlinkat(&parent, name, AtFlags::empty()) {
             Ok(()) => {
-                self.sync_dirs(dir, &DirtyDirs::from([parent_of(rel).to_owned()]))?;
+                if sync {
+                    rustix::fs::fsync(&parent).ctx("syncing", full())?;
+                }
                 Ok(true)
             }
             Err(Errno::NOENT) => Ok(false),
-            Err(e) => Err(e).ctx("removing", self.path.join(dir.rel).join(rel)),
+            Err(Errno::ISDIR) => Err(Error::NotALink {
+                path: full(),
+                what: "a directory",
+            }),
+            Err(e) => Err(e).ctx("removing", full()),
         }
-    }
-
-    /// Names in `dir/rel` (not recursive), skipping `.` and `..`.
-    fn dir_names(&self, dir: &Dir, rel: &str) -> Result<Vec<String>> {
-        let path = self.path.join(dir.rel).join(rel);
-        let mut out = Vec::new();
-        let rd = match std::fs::read_dir(&path) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e).ctx("reading", &path),
-        };
-        for entry in rd {
-            let entry = entry.ctx("reading", &path)?;
-            out.push(entry.file_name().to_string_lossy().into_owned());
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// All refs under `dir/refs`, recursively, as (name, target basename).
-    fn list_refs(&self, dir: &Dir) -> Result<Vec<RefEntry>> {
-        let mut out = Vec::new();
-        let mut stack = vec![String::new()];
-        while let Some(prefix) = stack.pop() {
-            let rel = if prefix.is_empty() {
-                "refs".to_owned()
-            } else {
-                format!("refs/{prefix}")
-            };
-            for name in self.dir_names(dir, &rel)? {
-                if name.starts_with('.') {
-                    continue;
-                }
-                let child = if prefix.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{prefix}/{name}")
-                };
-                let child_rel = format!("refs/{child}");
-                match self.read_link(dir, &child_rel) {
-                    Ok(Some(target)) => out.push(RefEntry {
-                        name: child,
-                        target: link_basename(&target).to_owned(),
-                    }),
-                    Ok(None) => {}
-                    // Not a symlink: a directory of nested refs.
-                    Err(Error::BadSplitStream { .. }) => stack.push(child),
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
     }
 
     pub(crate) fn streams_dir(&self) -> &Dir {
@@ -869,10 +694,6 @@ impl Repository {
     pub(crate) fn images_dir(&self) -> &Dir {
         &self.images
     }
-}
-
-fn link_basename(target: &str) -> &str {
-    target.rsplit('/').next().unwrap_or(target)
 }
 
 /// Starts writing a new object's data back to the disk without waiting for it
@@ -908,13 +729,42 @@ fn link_tmpfile(file: &File, dir: impl AsFd, rel: &str) -> rustix::io::Result<()
     }
 }
 
-/// Whether files in `dir` can have fs-verity enabled.
-fn probe_verity(dir: &Path, hash: HashAlgorithm) -> Result<bool> {
-    let path = dir.join(format!(".verity-probe-{}", std::process::id()));
-    let mut f = File::create(&path).ctx("creating", &path)?;
+/// Opens the repository's root directory from the user's path.
+fn open_root(path: &Path) -> Result<OwnedFd> {
+    rustix::fs::openat(
+        CWD,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("opening repository", path)
+}
+
+/// Whether files in `tmp` can have fs-verity enabled.
+fn probe_verity(tmp: &Dir, repo: &Path, hash: HashAlgorithm) -> Result<bool> {
+    let name = format!(".verity-probe-{}", std::process::id());
+    let path = repo.join(tmp.rel).join(&name);
+    let fd = rustix::fs::openat(
+        &tmp.fd,
+        name.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .ctx("creating", &path)?;
+    let mut f = File::from(fd);
     f.write_all(b"cfs verity probe").ctx("writing", &path)?;
     drop(f);
-    let ro = File::open(&path).ctx("opening", &path);
+    let ro = layout::open_regular(tmp.fd.as_fd(), &name).map_err(|e| match e {
+        OpenFileError::Errno(e) => Error::Io {
+            op: "opening",
+            path: path.clone(),
+            source: e.into(),
+        },
+        OpenFileError::NotRegular(what) => Error::NotRegular {
+            path: path.clone(),
+            what,
+        },
+    });
     let result = ro.and_then(|ro| match fsverity::enable_verity(&ro, hash) {
         Ok(()) => Ok(true),
         Err(VerityError::NotSupported) => Ok(false),
@@ -923,7 +773,7 @@ fn probe_verity(dir: &Path, hash: HashAlgorithm) -> Result<bool> {
             source: e,
         }),
     });
-    let _ = std::fs::remove_file(&path);
+    let _ = rustix::fs::unlinkat(&tmp.fd, name.as_str(), AtFlags::empty());
     result
 }
 

@@ -339,3 +339,65 @@ fn concurrent_writers() {
     // 300 objects (all > 64 bytes, all distinct) + the one stream object, each stored once.
     assert_eq!(report.objects, 301);
 }
+
+/// Whatever is at an object's path that is not a regular file (FIFO, directory, symlink to an
+/// outside file, dangling symlink) is no object: `has_object` says so without blocking or
+/// following it, and storing the object replaces it. Also an `objects/XX` that is a symlink.
+#[test]
+fn storing_an_object_replaces_a_non_regular_entry_at_its_path() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).expect("outside");
+    std::fs::write(outside.join("canary"), b"canary").expect("canary");
+    for (i, kind) in ["fifo", "dir", "symlink", "dangling", "xx-symlink"]
+        .iter()
+        .enumerate()
+    {
+        let repo = Repository::init(
+            &tmp.path().join(format!("r{i}")),
+            HashAlgorithm::Sha256,
+            InitVerity::Insecure,
+        )
+        .expect("init");
+        let data = vec![u8::try_from(i).expect("small"); 10_000];
+        let id = FsVerityHasher::digest(HashAlgorithm::Sha256, &data);
+        let p = repo.object_path(&id);
+        let xx = p.parent().expect("xx").to_owned();
+        match *kind {
+            "xx-symlink" => {
+                std::fs::copy(
+                    outside.join("canary"),
+                    outside.join(p.file_name().expect("n")),
+                )
+                .expect("copy");
+                std::os::unix::fs::symlink(&outside, &xx).expect("xx link");
+            }
+            _ => {
+                std::fs::create_dir_all(&xx).expect("xx");
+                match *kind {
+                    "fifo" => rustix::fs::mknodat(
+                        rustix::fs::CWD,
+                        &p,
+                        rustix::fs::FileType::Fifo,
+                        rustix::fs::Mode::from_raw_mode(0o644),
+                        0,
+                    )
+                    .expect("mkfifo"),
+                    "dir" => std::fs::create_dir(&p).expect("dir"),
+                    "symlink" => {
+                        std::os::unix::fs::symlink(outside.join("canary"), &p).expect("link")
+                    }
+                    _ => std::os::unix::fs::symlink(outside.join("none"), &p).expect("link"),
+                }
+            }
+        }
+        assert!(!repo.has_object(&id).expect("has"), "{kind} is no object");
+        assert!(repo.open_object(&id).is_err(), "{kind} opened as an object");
+        assert_eq!(repo.ensure_object(&data).expect("store"), id);
+        let m = std::fs::symlink_metadata(&p).expect("stored");
+        assert!(m.is_file(), "{kind}: a regular file now");
+        assert!(std::fs::symlink_metadata(&xx).expect("xx").is_dir());
+        assert_eq!(repo.read_object(&id).expect("read"), data);
+        assert_eq!(std::fs::read(outside.join("canary")).expect("c"), b"canary");
+    }
+}
