@@ -765,6 +765,16 @@ fn finish_if_stored(
         .open_stream_object(&config_obj)
         .map_err(ctx.repo_err())?;
     let refs = reader.header().streams.clone();
+    // A layer with a missing or damaged object: take the cold path, which writes it again.
+    for r in &refs {
+        if repo
+            .complete_stream_object(&r.content_id)
+            .map_err(ctx.repo_err())?
+            .is_none()
+        {
+            return Ok(None);
+        }
+    }
     let has = |cid: &str| refs.iter().any(|r| r.content_id == cid);
     let mut extra = Vec::new();
     if !has(&manifest_cid) {
@@ -940,7 +950,7 @@ async fn cold_pull<'scope, 'env>(
                 continue;
             }
             if repo
-                .stream_object(&blob_content_id(&hex))
+                .complete_stream_object(&blob_content_id(&hex))
                 .map_err(ctx.repo_err())?
                 .is_some()
             {
@@ -1022,7 +1032,7 @@ async fn cold_pull<'scope, 'env>(
                 continue;
             }
             if repo
-                .stream_object(&layer_content_id(&diff_hex))
+                .complete_stream_object(&layer_content_id(&diff_hex))
                 .map_err(ctx.repo_err())?
                 .is_some()
             {

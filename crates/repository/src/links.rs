@@ -71,6 +71,23 @@ impl Repository {
         Ok(self.has_object(&id)?.then_some(id))
     }
 
+    /// [`Repository::stream_object`], but only if every object the stream's header lists is
+    /// present too (a regular file; verity-checked where enforced). A stream with a missing or
+    /// damaged object counts as absent, so the next pull writes it again and so heals the
+    /// damaged paths (see `link_object`) without a `fsck --repair` first.
+    pub fn complete_stream_object(&self, content_id: &str) -> Result<Option<ObjectId>> {
+        let Some(id) = self.stream_object(content_id)? else {
+            return Ok(None);
+        };
+        let header = self.open_stream_object(&id)?.header().clone();
+        for object in &header.objects {
+            if !self.has_object(object)? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(id))
+    }
+
     /// Resolves a content id or a stream ref name to `(content id, stream object)`.
     pub fn resolve_stream(&self, name: &str) -> Result<(String, ObjectId)> {
         if check_content_id(name).is_ok()
