@@ -551,3 +551,32 @@ fn a_held_lock_times_out_naming_the_file_and_holder() {
         "{msg}"
     );
 }
+
+#[test]
+fn strays_whose_names_are_not_utf8_are_reported_and_repaired() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    if !common::require_tool("skopeo") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let f = fixture(tmp.path());
+    let repo = new_repo(&tmp.path().join("repo"), &f);
+    let xx = object_rel(&f.a);
+    let xx = Path::new(&xx).parent().expect("objects/XX").to_owned();
+    let bad = |dir: &Path| dir.join(OsStr::from_bytes(b"stray-\xff\xfe"));
+    std::fs::write(bad(&repo.join("streams")), b"x").expect("streams stray");
+    std::os::unix::fs::symlink("../x", bad(&repo.join("streams/refs"))).expect("ref stray");
+    std::fs::create_dir(bad(&repo.join("images"))).expect("images stray dir");
+    std::fs::write(bad(&repo.join(&xx)), b"x").expect("object stray");
+    let out = run(&repo, &["fsck"], 120);
+    assert!(!out.status.success(), "fsck passed: {}", text(&out));
+    ok(&run(&repo, &["fsck", "--repair"], 120));
+    fsck_ok(&repo);
+    for dir in ["streams", "streams/refs", "images"] {
+        assert!(!bad(&repo.join(dir)).exists(), "{dir}: stray left");
+    }
+    assert!(!bad(&repo.join(&xx)).exists(), "objects/XX: stray left");
+    pull(&repo, &f);
+    fsck_ok(&repo);
+}

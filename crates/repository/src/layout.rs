@@ -166,6 +166,8 @@ pub(crate) struct Entry {
     /// Whether the name is valid UTF-8 (a stray that is not can only be reported, by its
     /// lossy name, and is skipped by everything that acts on names).
     pub utf8: bool,
+    /// Its name as the directory holds it (to act on a stray whose name is not UTF-8).
+    pub raw: CString,
     /// Its type, without following a symlink.
     pub kind: FileType,
 }
@@ -196,7 +198,12 @@ pub(crate) fn list(dirfd: BorrowedFd<'_>) -> rustix::io::Result<Vec<Entry>> {
             }
             t => t,
         };
-        out.push(Entry { name, utf8, kind });
+        out.push(Entry {
+            name,
+            utf8,
+            raw: entry.file_name().to_owned(),
+            kind,
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)

@@ -20,7 +20,7 @@ use serde::Serialize;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, IoContext, Result};
@@ -141,6 +141,9 @@ impl Repository {
         for rel in &out.strays {
             self.remove_entry(rel)?;
         }
+        // Strays whose names are not UTF-8 are reported under a lossy name that finds nothing:
+        // they are removed by their raw names.
+        self.remove_non_utf8_strays()?;
         for cid in &broken_streams {
             if self.remove_stream_link(cid)? {
                 out.streams.push(cid.clone());
@@ -172,6 +175,47 @@ impl Repository {
         }
         out.before = before;
         Ok(out)
+    }
+
+    /// Removes every entry whose name is not UTF-8 from `streams/` and `images/` (with their
+    /// `refs/` trees) and `objects/` with each `objects/XX`: cfs never writes such a name, so
+    /// each is a stray. Walked through descriptors, never following a symlink.
+    fn remove_non_utf8_strays(&self) -> Result<()> {
+        for (top, recurse) in [
+            (&self.streams, true),
+            (&self.images, true),
+            (&self.objects, false),
+        ] {
+            let mut todo = vec![String::new()];
+            while let Some(rel) = todo.pop() {
+                let path = self.path().join(top.rel).join(&rel);
+                let owned;
+                let fd = if rel.is_empty() {
+                    top.fd.as_fd()
+                } else {
+                    owned = match layout::open_dir_beneath(top.fd.as_fd(), &rel) {
+                        Ok(fd) => fd,
+                        Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
+                        Err(e) => return Err(e).ctx("opening", &path),
+                    };
+                    owned.as_fd()
+                };
+                for e in layout::list(fd).ctx("reading", &path)? {
+                    if !e.utf8 {
+                        self.move_aside_raw(fd, &e.raw, &path.join(&e.name))?;
+                    } else if e.kind == FileType::Directory
+                        && (recurse || (rel.is_empty() && e.name.len() == 2))
+                    {
+                        todo.push(if rel.is_empty() {
+                            e.name
+                        } else {
+                            format!("{rel}/{}", e.name)
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Takes `rel` (`objects/ab/cd…`, `streams/x`, `images/refs/a/b`) out of the repository:

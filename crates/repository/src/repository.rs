@@ -268,11 +268,26 @@ impl Repository {
     /// Moves `name` of `dirfd` into `tmp/` and removes it there (a directory with everything
     /// in it), never following a symlink: how a damaged entry is taken out of the layout.
     pub(crate) fn move_aside(&self, dirfd: BorrowedFd<'_>, name: &str, rel: &str) -> Result<()> {
+        let raw = std::ffi::CString::new(name).map_err(|_| Error::Io {
+            op: "moving aside",
+            path: self.path.join(rel),
+            source: Errno::INVAL.into(),
+        })?;
+        self.move_aside_raw(dirfd, &raw, &self.path.join(rel))
+    }
+
+    /// [`Repository::move_aside`] for a name given as raw bytes (`path` is for messages).
+    pub(crate) fn move_aside_raw(
+        &self,
+        dirfd: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        path: &Path,
+    ) -> Result<()> {
         let fresh = self.temp_name("aside");
         match rustix::fs::renameat(dirfd, name, &self.tmp.fd, fresh.as_str()) {
             Ok(()) => {}
             Err(Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(e).ctx("moving aside", self.path.join(rel)),
+            Err(e) => return Err(e).ctx("moving aside", path),
         }
         layout::remove_tree_in_tmp(self.tmp.fd.as_fd(), &fresh, &|| self.temp_name("rm"))
             .ctx("removing", self.path.join("tmp").join(&fresh))
