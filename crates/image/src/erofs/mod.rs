@@ -10,6 +10,8 @@
 
 mod encode;
 pub mod format;
+mod node;
+mod place;
 mod reader;
 mod verify;
 mod writer;

@@ -30,7 +30,8 @@ pub(super) enum ExpectData<'a> {
 
 /// What the writer meant one inode to say.
 pub(super) struct Expect<'a> {
-    pub(super) path: &'a [u8],
+    /// The inode's path, for messages (`/a/b`, empty for the root).
+    pub(super) path: Vec<u8>,
     pub(super) nid: u64,
     pub(super) mode: u32,
     pub(super) uid: u32,
@@ -51,16 +52,21 @@ fn mismatch(path: &[u8], problem: impl Into<String>) -> WriteError {
     }
 }
 
-/// Parses every expected inode of `image` back and compares it.
-pub(super) fn verify(image: &[u8], expected: &[Expect<'_>]) -> Result<(), WriteError> {
+/// Parses every expected inode of `image` back and compares it. The expectations are taken
+/// one at a time, so the writer need not hold them all (an error building one ends the check).
+pub(super) fn verify<'a>(
+    image: &[u8],
+    expected: impl IntoIterator<Item = Result<Expect<'a>, WriteError>>,
+) -> Result<(), WriteError> {
     let img = Image::parse(image).map_err(|e| mismatch(b"", e.to_string()))?;
     for e in expected {
+        let e = e?;
         let raw = img
             .inode(e.nid)
-            .map_err(|err| mismatch(e.path, err.to_string()))?;
+            .map_err(|err| mismatch(&e.path, err.to_string()))?;
         if (raw.mode, raw.uid, raw.gid, raw.mtime) != (e.mode, e.uid, e.gid, e.mtime) {
             return Err(mismatch(
-                e.path,
+                &e.path,
                 "mode, owner or mtime read back differently",
             ));
         }
@@ -76,7 +82,7 @@ pub(super) fn verify(image: &[u8], expected: &[Expect<'_>]) -> Result<(), WriteE
                     .join(", ")
             };
             return Err(mismatch(
-                e.path,
+                &e.path,
                 format!(
                     "xattrs read back as [{}], written [{}]",
                     names(&got),
@@ -88,28 +94,28 @@ pub(super) fn verify(image: &[u8], expected: &[Expect<'_>]) -> Result<(), WriteE
             ExpectData::Bytes(want) => {
                 let data = img
                     .flat_data(&raw, want.len() as u64)
-                    .map_err(|err| mismatch(e.path, err.to_string()))?;
+                    .map_err(|err| mismatch(&e.path, err.to_string()))?;
                 if data != *want {
-                    return Err(mismatch(e.path, "data read back differently"));
+                    return Err(mismatch(&e.path, "data read back differently"));
                 }
             }
             ExpectData::Dir(want) => {
                 let data = img
                     .flat_data(&raw, image.len() as u64)
-                    .map_err(|err| mismatch(e.path, err.to_string()))?;
+                    .map_err(|err| mismatch(&e.path, err.to_string()))?;
                 let mut got = Vec::with_capacity(want.len());
                 for block in data.chunks(super::format::BLOCK_SIZE as usize) {
                     got.extend(
-                        parse_dirents(block).map_err(|err| mismatch(e.path, err.to_string()))?,
+                        parse_dirents(block).map_err(|err| mismatch(&e.path, err.to_string()))?,
                     );
                 }
                 if got != *want {
-                    return Err(mismatch(e.path, "directory entries read back differently"));
+                    return Err(mismatch(&e.path, "directory entries read back differently"));
                 }
             }
             ExpectData::External(size) => {
                 if raw.layout != LAYOUT_CHUNK_BASED || raw.size != *size {
-                    return Err(mismatch(e.path, "external file read back differently"));
+                    return Err(mismatch(&e.path, "external file read back differently"));
                 }
             }
             ExpectData::None => {}
@@ -139,7 +145,7 @@ mod tests {
             .map(|(k, v)| (Cow::Borrowed(&k[..]), Cow::Borrowed(&v[..])))
             .collect();
         let expect = |xattrs| Expect {
-            path: b"",
+            path: Vec::new(),
             nid: root_nid,
             mode: raw.mode,
             uid: 0,
@@ -153,8 +159,8 @@ mod tests {
             Cow::Borrowed(b"trusted.overlay.redirect"),
             Cow::Borrowed(b"/x"),
         );
-        verify(&image, &[expect(&good)]).expect("as written");
-        let e = verify(&image, &[expect(&forged)]).expect_err("differs");
+        verify(&image, [Ok(expect(&good))]).expect("as written");
+        let e = verify(&image, [Ok(expect(&forged))]).expect_err("differs");
         assert!(e.to_string().contains("xattrs read back"), "{e}");
     }
 }
