@@ -16,11 +16,17 @@ use crate::tree::{Mtime, S_IFDIR, S_IFLNK};
 /// Offsets of the shared xattrs (name, value) in the shared xattr area.
 pub(super) type SharedOffsets<'n> = HashMap<(&'n [u8], &'n [u8]), u64>;
 
-/// The xattrs used by more than one inode, in libcomposefs's order, their offsets, and the
-/// size of the shared area.
-pub(super) fn shared_xattrs<'n>(
-    nodes: &'n [Node<'_>],
-) -> (Vec<(&'n [u8], &'n [u8])>, SharedOffsets<'n>, u64) {
+/// The xattrs used by more than one inode.
+pub(super) struct Shared<'n> {
+    /// In libcomposefs's order (the order of the shared area).
+    pub(super) list: Vec<(&'n [u8], &'n [u8])>,
+    pub(super) offsets: SharedOffsets<'n>,
+    /// The size of the shared area.
+    pub(super) size: u64,
+}
+
+/// The xattrs used by more than one inode, their order and offsets.
+pub(super) fn shared_xattrs<'n>(nodes: &'n [Node<'_>]) -> Shared<'n> {
     let mut use_count: HashMap<(&[u8], &[u8]), u32> = HashMap::new();
     for n in nodes {
         for (k, v) in &n.xattrs {
@@ -43,7 +49,11 @@ pub(super) fn shared_xattrs<'n>(
         shared_offset.insert(*kv, shared_size);
         shared_size += xattr_entry_size(kv.0, kv.1);
     }
-    (shared_list, shared_offset, shared_size)
+    Shared {
+        list: shared_list,
+        offsets: shared_offset,
+        size: shared_size,
+    }
 }
 
 /// Per-inode xattr layout: which are shared (their offsets), which inline (their index in

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use super::encode::*;
 use super::format::*;
 use super::node::{Data, Node, node_path, over_budget, set_xattr_at};
-use super::place::{place, shared_xattrs, xattr_layout};
+use super::place::{Shared, place, shared_xattrs, xattr_layout};
 use super::verify::{self, Expect, ExpectData};
 use super::{FormatOptions, WriteError};
 use crate::tree::*;
@@ -415,7 +415,11 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
     let min_mtime = nodes.iter().map(|n| n.mtime).min().unwrap_or_default();
 
     // Step 4: shared xattrs.
-    let (shared_list, shared_offset, shared_size) = shared_xattrs(&nodes);
+    let Shared {
+        list: shared_list,
+        offsets: shared_offset,
+        size: shared_size,
+    } = shared_xattrs(&nodes);
 
     // Step 5: inode placement.
     let (placed, inodes_end, n_data_blocks) = place(&nodes, &shared_offset, min_mtime);
