@@ -21,6 +21,7 @@ mod ci;
 mod demo;
 mod fixtures;
 mod fuzz;
+mod many_files;
 mod vm;
 mod vm_guest;
 
