@@ -17,7 +17,11 @@ pub(super) enum Data<'a> {
     Dir,
     Symlink(&'a [u8]),
     Inline(&'a [u8]),
-    External { chunk_bits: u32, chunk_count: u64 },
+    External {
+        ext: &'a ExternalFile,
+        chunk_bits: u32,
+        chunk_count: u64,
+    },
     None,
 }
 
@@ -30,22 +34,28 @@ pub(super) struct Node<'a> {
     pub(super) gid: u32,
     pub(super) mtime: Mtime,
     pub(super) nlink: u64,
-    pub(super) rdev: u64,
+    /// Device number (checked to fit the inode's 32 bits).
+    pub(super) rdev: u32,
     pub(super) size: u64,
     pub(super) data: Data<'a>,
-    pub(super) external: Option<&'a ExternalFile>,
     pub(super) xattrs: BTreeMap<Cow<'a, [u8]>, Cow<'a, [u8]>>,
     pub(super) xattr_budget: usize,
     /// The parent's index (the root is its own parent).
     pub(super) parent: u32,
     /// The 256 root whiteouts are added after the overlay rewrite and never rewritten.
     pub(super) synthetic: bool,
-    pub(super) dirents: Vec<Dirent<'a>>,
+    /// A directory's entries (boxed: most nodes are not directories).
+    pub(super) dirents: Option<Box<Vec<Dirent<'a>>>>,
 }
 
 impl<'a> Node<'a> {
     pub(super) fn file_type(&self) -> u32 {
         self.mode & S_IFMT
+    }
+
+    /// A directory's entries (none for other inodes).
+    pub(super) fn dirents(&self) -> &[Dirent<'a>] {
+        self.dirents.as_deref().map_or(&[], |d| &d[..])
     }
 
     /// Sets an xattr, charging it against the per-inode budget like libcomposefs does; over

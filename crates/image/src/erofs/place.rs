@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use super::WriteError;
 use super::encode::{dir_blocks, xattr_entry_size};
 use super::format::*;
 use super::node::{Data, Node};
@@ -90,15 +91,42 @@ pub(super) fn xattr_layout(n: &Node<'_>, shared_offset: &SharedOffsets<'_>) -> X
     layout
 }
 
-/// Where one inode goes and how its data is split between blocks and an inline tail.
-#[derive(Clone, Copy, Default)]
+/// Where one inode goes and how its data is split between blocks and an inline tail, in 24
+/// bytes (one per inode is held until the image is written).
+#[derive(Clone, Copy)]
 pub(super) struct Placement {
-    pub(super) n_blocks: u64,
-    pub(super) tail: u64,
-    /// Padding before the inode.
-    pub(super) ipad: u64,
     pub(super) nid: u64,
+    n_blocks: u32,
+    /// Inline tail, at most a block.
+    tail: u16,
+    /// Padding before the inode, at most a block.
+    ipad: u16,
     pub(super) compact: bool,
+}
+
+impl Placement {
+    /// Data blocks outside the inode.
+    pub(super) fn n_blocks(&self) -> u64 {
+        u64::from(self.n_blocks)
+    }
+    /// Bytes of data inline after the inode.
+    pub(super) fn tail(&self) -> u64 {
+        u64::from(self.tail)
+    }
+    /// Padding before the inode.
+    pub(super) fn ipad(&self) -> u64 {
+        u64::from(self.ipad)
+    }
+}
+
+/// What `place` works with for one inode before it is narrowed into a [`Placement`].
+#[derive(Default)]
+struct Wide {
+    n_blocks: u64,
+    tail: u64,
+    ipad: u64,
+    nid: u64,
+    compact: bool,
 }
 
 /// The placement of every inode (step 5), the end of the inode area and the number of data
@@ -107,17 +135,17 @@ pub(super) fn place(
     nodes: &[Node<'_>],
     shared_offset: &SharedOffsets<'_>,
     min_mtime: Mtime,
-) -> (Vec<Placement>, u64, u64) {
+) -> Result<(Vec<Placement>, u64, u64), WriteError> {
     let mut placements = Vec::with_capacity(nodes.len());
     let mut pos = SUPER_OFFSET + SUPER_SIZE;
     let mut n_data_blocks = 0u64;
     for n in nodes {
         let xattr_size = xattr_layout(n, shared_offset).size;
-        let mut p = Placement::default();
+        let mut p = Wide::default();
         // Data sizes.
         match n.data {
             Data::Dir => {
-                let (blocks, tail) = dir_blocks(n.dirents.iter().map(|d| d.name.len()));
+                let (blocks, tail) = dir_blocks(n.dirents().iter().map(|d| d.name.len()));
                 p.n_blocks = blocks;
                 p.tail = tail;
             }
@@ -190,7 +218,16 @@ pub(super) fn place(
         n_data_blocks += p.n_blocks;
         p.nid = pos / SLOT_SIZE;
         pos += inode_size + xattr_size + p.tail;
-        placements.push(p);
+        let narrow = |v: u64, what: &str| {
+            u16::try_from(v).map_err(|_| WriteError::Internal(format!("{what} {v} over a block")))
+        };
+        placements.push(Placement {
+            nid: p.nid,
+            n_blocks: u32::try_from(p.n_blocks).map_err(|_| WriteError::TooLarge)?,
+            tail: narrow(p.tail, "inline tail")?,
+            ipad: narrow(p.ipad, "inode padding")?,
+            compact: p.compact,
+        });
     }
-    (placements, round_up(pos, SLOT_SIZE), n_data_blocks)
+    Ok((placements, round_up(pos, SLOT_SIZE), n_data_blocks))
 }

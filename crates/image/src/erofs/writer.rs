@@ -89,12 +89,11 @@ impl<'a> Builder<'a> {
             rdev: 0,
             size: 0,
             data: Data::None,
-            external: None,
             xattrs,
             xattr_budget: budget,
             parent,
             synthetic: false,
-            dirents: Vec::new(),
+            dirents: None,
         })
     }
 
@@ -142,10 +141,10 @@ impl<'a> Builder<'a> {
                         return Err(WriteError::FileTooLarge(show(path), ext.size));
                     }
                     node.data = Data::External {
+                        ext,
                         chunk_bits: bits,
                         chunk_count: count,
                     };
-                    node.external = Some(ext);
                 }
             }
             LeafContent::Symlink(target) => {
@@ -157,8 +156,7 @@ impl<'a> Builder<'a> {
             }
             LeafContent::CharDevice(r) | LeafContent::BlockDevice(r) => {
                 // EROFS keeps 32 bits (the kernel's dev_t: 12-bit major, 20-bit minor).
-                fit::<u32>(path, "rdev", *r)?;
-                node.rdev = *r;
+                node.rdev = fit::<u32>(path, "rdev", *r)?;
             }
             LeafContent::Fifo | LeafContent::Socket => {}
         }
@@ -238,12 +236,9 @@ impl<'a> Builder<'a> {
                         Target::Node(self.nodes.len() - 1)
                     }
                 };
-                dirents.push(Dirent {
-                    name: Cow::Borrowed(name),
-                    target,
-                });
+                dirents.push(Dirent { name, target });
             }
-            self.nodes[i].dirents = dirents;
+            self.nodes[i].dirents = Some(Box::new(dirents));
             i += 1;
         }
         Ok(())
@@ -289,7 +284,7 @@ fn rewrite_for_overlay(nodes: &mut [Node<'_>], version: u32) -> Result<(), Write
             continue;
         }
         escape_overlay_xattrs(&mut nodes[i]);
-        if let Some(ext) = nodes[i].external {
+        if let Data::External { ext, .. } = nodes[i].data {
             let metacopy: Vec<u8> = match &ext.digest {
                 Some(d) => {
                     let bytes = d.as_bytes();
@@ -379,15 +374,21 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
         counts,
     };
     b.build(fs, true)?;
-    let leaf_node = std::mem::take(&mut b.leaf_node);
-    let mut nodes = b.nodes;
+    let Builder {
+        mut nodes,
+        leaf_node,
+        dirs,
+        primary,
+        counts,
+    } = b;
+    drop((dirs, primary, counts));
 
     // Step 3: overlayfs rewrite.
     rewrite_for_overlay(&mut nodes, version)?;
 
     // Resolve directory entries to node indexes (hardlinks to their inode's node).
     for n in &mut nodes {
-        for d in &mut n.dirents {
+        for d in n.dirents.iter_mut().flat_map(|d| d.iter_mut()) {
             if let Target::Leaf(id) = d.target {
                 let i = leaf_node
                     .get(&id)
@@ -422,7 +423,7 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
     } = shared_xattrs(&nodes);
 
     // Step 5: inode placement.
-    let (placed, inodes_end, n_data_blocks) = place(&nodes, &shared_offset, min_mtime);
+    let (placed, inodes_end, n_data_blocks) = place(&nodes, &shared_offset, min_mtime)?;
     let data_start = round_up(inodes_end + shared_size, BLOCK_SIZE);
     let root_nid = u16::try_from(placed[0].nid)
         .map_err(|_| WriteError::Internal("root inode number too large".into()))?;
@@ -431,7 +432,7 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
     let xattr_blkaddr = u32::try_from(inodes_end / BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?;
     // A directory's entries as (nid, file type), built for one directory at a time.
     let targets = |n: &Node<'_>| -> Result<Vec<(u64, u8)>, WriteError> {
-        n.dirents
+        n.dirents()
             .iter()
             .map(|d| {
                 let Target::Node(i) = d.target else {
@@ -478,23 +479,23 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
         let path = node_path(&nodes, idx);
         let path = &path[..];
         let xl = xattr_layout(n, &shared_offset);
-        out.put_zeros(p.ipad);
+        out.put_zeros(p.ipad());
         debug_assert_eq!(out.len() as u64 % SLOT_SIZE, 0);
         let ftype = n.file_type();
-        let mut layout = if p.tail > 0 {
+        let mut layout = if p.tail() > 0 {
             LAYOUT_FLAT_INLINE
         } else {
             LAYOUT_FLAT_PLAIN
         };
         let mut blkaddr: Option<u32> = None;
-        if p.n_blocks > 0 && matches!(ftype, S_IFDIR | S_IFREG | S_IFLNK) {
+        if p.n_blocks() > 0 && matches!(ftype, S_IFDIR | S_IFREG | S_IFLNK) {
             blkaddr =
                 Some(u32::try_from(current_end / BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?);
-            current_end += BLOCK_SIZE * p.n_blocks;
+            current_end += BLOCK_SIZE * p.n_blocks();
         }
         let mut i_u: u32 = blkaddr.unwrap_or(0);
         let size = match ftype {
-            S_IFDIR => p.n_blocks * BLOCK_SIZE + p.tail,
+            S_IFDIR => p.n_blocks() * BLOCK_SIZE + p.tail(),
             S_IFREG => {
                 if let Data::External { chunk_bits, .. } = n.data {
                     layout = LAYOUT_CHUNK_BASED;
@@ -504,8 +505,8 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
                 n.size
             }
             S_IFLNK => {
-                if p.n_blocks == 0 {
-                    p.tail
+                if p.n_blocks() == 0 {
+                    p.tail()
                 } else {
                     n.size
                 }
@@ -513,7 +514,7 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
             _ => 0,
         };
         if matches!(ftype, S_IFCHR | S_IFBLK) {
-            i_u = fit(path, "rdev", n.rdev)?;
+            i_u = n.rdev;
         }
         let icount: u16 = if xl.size == 0 {
             0
@@ -582,27 +583,27 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
         }
         match n.data {
             Data::Dir => {
-                if p.tail > 0 {
-                    let chunks = dirent_chunks(n.dirents.iter().map(|d| d.name.len()));
+                if p.tail() > 0 {
+                    let chunks = dirent_chunks(n.dirents().iter().map(|d| d.name.len()));
                     if let Some(&(s, e, _)) = chunks.last() {
                         let t = targets(n)?;
-                        put_dirents(&mut out, path, &n.dirents[s..e], &t[s..e])?;
+                        put_dirents(&mut out, path, &n.dirents()[s..e], &t[s..e])?;
                     }
                 }
             }
             Data::Symlink(t) => {
-                if p.n_blocks == 0 {
+                if p.n_blocks() == 0 {
                     out.extend_from_slice(t);
                 }
             }
             Data::Inline(c) => {
-                if p.tail > 0 {
-                    let tail = usize::try_from(p.tail).map_err(|_| WriteError::TooLarge)?;
+                if p.tail() > 0 {
+                    let tail = usize::try_from(p.tail()).map_err(|_| WriteError::TooLarge)?;
                     out.extend_from_slice(&c[c.len().saturating_sub(tail)..]);
                 }
             }
             Data::External { chunk_count, .. } => {
-                if p.tail > 0 {
+                if p.tail() > 0 {
                     for _ in 0..chunk_count {
                         out.put_u32(NULL_ADDR);
                     }
@@ -624,23 +625,23 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
     }
 
     for (idx, (n, p)) in nodes.iter().zip(&placed).enumerate() {
-        if p.n_blocks == 0 {
+        if p.n_blocks() == 0 {
             continue;
         }
         match n.data {
             Data::Dir => {
                 let path = node_path(&nodes, idx);
                 let t = targets(n)?;
-                let chunks = dirent_chunks(n.dirents.iter().map(|d| d.name.len()));
-                let blocks = usize::try_from(p.n_blocks).map_err(|_| WriteError::TooLarge)?;
+                let chunks = dirent_chunks(n.dirents().iter().map(|d| d.name.len()));
+                let blocks = usize::try_from(p.n_blocks()).map_err(|_| WriteError::TooLarge)?;
                 for &(s, e, _) in chunks.iter().take(blocks) {
-                    put_dirents(&mut out, &path, &n.dirents[s..e], &t[s..e])?;
+                    put_dirents(&mut out, &path, &n.dirents()[s..e], &t[s..e])?;
                     pad_block(&mut out);
                 }
             }
             Data::Inline(c) => {
                 let blocks =
-                    usize::try_from(p.n_blocks * BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?;
+                    usize::try_from(p.n_blocks() * BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?;
                 out.extend_from_slice(&c[..blocks.min(c.len())]);
                 pad_block(&mut out);
             }
@@ -677,10 +678,10 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
             xattrs: &n.xattrs,
             data: match n.data {
                 Data::Dir => ExpectData::Dir(
-                    n.dirents
+                    n.dirents()
                         .iter()
                         .zip(targets(n)?)
-                        .map(|(d, t)| (&d.name[..], t.0))
+                        .map(|(d, t)| (d.name, t.0))
                         .collect(),
                 ),
                 Data::Symlink(b) | Data::Inline(b) => ExpectData::Bytes(b),
