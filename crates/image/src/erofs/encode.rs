@@ -182,7 +182,7 @@ pub(super) fn put_dirents(
         nameoff += d.name.len() as u64;
     }
     for d in dirents {
-        out.extend_from_slice(&d.name);
+        out.extend_from_slice(d.name);
     }
     Ok(())
 }
