@@ -20,13 +20,17 @@ use crate::tree::Mtime;
 pub(super) enum ExpectData<'a> {
     /// Inline content or a symlink target: exactly these bytes.
     Bytes(&'a [u8]),
-    /// A directory: these (name, nid) entries, in order, `.` and `..` included.
-    Dir(Vec<(&'a [u8], u64)>),
+    /// A directory: these (name, nid) entries, in order, `.` and `..` included; taken one at
+    /// a time, as its blocks are parsed (a directory may have many entries).
+    Dir(DirEntries<'a>),
     /// An external file: a chunk-based inode of this size.
     External(u64),
     /// Nothing to compare (devices, fifos, sockets, empty files).
     None,
 }
+
+/// A directory's expected (name, nid) entries.
+pub(super) type DirEntries<'a> = Box<dyn Iterator<Item = Result<(&'a [u8], u64), WriteError>> + 'a>;
 
 /// What the writer meant one inode to say.
 pub(super) struct Expect<'a> {
@@ -90,31 +94,35 @@ pub(super) fn verify<'a>(
                 ),
             ));
         }
-        match &e.data {
+        match e.data {
             ExpectData::Bytes(want) => {
                 let data = img
                     .flat_data(&raw, want.len() as u64)
                     .map_err(|err| mismatch(&e.path, err.to_string()))?;
-                if data != *want {
+                if data != want {
                     return Err(mismatch(&e.path, "data read back differently"));
                 }
             }
-            ExpectData::Dir(want) => {
+            ExpectData::Dir(mut want) => {
                 let data = img
                     .flat_data(&raw, image.len() as u64)
                     .map_err(|err| mismatch(&e.path, err.to_string()))?;
-                let mut got = Vec::with_capacity(want.len());
+                let differ = || mismatch(&e.path, "directory entries read back differently");
                 for block in data.chunks(super::format::BLOCK_SIZE as usize) {
-                    got.extend(
-                        parse_dirents(block).map_err(|err| mismatch(&e.path, err.to_string()))?,
-                    );
+                    let got =
+                        parse_dirents(block).map_err(|err| mismatch(&e.path, err.to_string()))?;
+                    for entry in got {
+                        if want.next().transpose()? != Some(entry) {
+                            return Err(differ());
+                        }
+                    }
                 }
-                if got != *want {
-                    return Err(mismatch(&e.path, "directory entries read back differently"));
+                if want.next().is_some() {
+                    return Err(differ());
                 }
             }
             ExpectData::External(size) => {
-                if raw.layout != LAYOUT_CHUNK_BASED || raw.size != *size {
+                if raw.layout != LAYOUT_CHUNK_BASED || raw.size != size {
                     return Err(mismatch(&e.path, "external file read back differently"));
                 }
             }

@@ -667,7 +667,8 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
 
     // Parse every inode back; refuse an image that says something else than the tree. What
     // each inode should say is built as it is checked, one at a time.
-    let expected = nodes.iter().zip(&placed).enumerate().map(|(idx, (n, p))| {
+    let placed = &placed;
+    let expected = nodes.iter().zip(placed).enumerate().map(|(idx, (n, p))| {
         Ok(Expect {
             path: node_path(&nodes, idx),
             nid: p.nid,
@@ -677,13 +678,15 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
             mtime: n.mtime,
             xattrs: &n.xattrs,
             data: match n.data {
-                Data::Dir => ExpectData::Dir(
-                    n.dirents()
-                        .iter()
-                        .zip(targets(n)?)
-                        .map(|(d, t)| (d.name, t.0))
-                        .collect(),
-                ),
+                Data::Dir => ExpectData::Dir(Box::new(n.dirents().iter().map(move |d| {
+                    match d.target {
+                        Target::Node(i) => placed
+                            .get(i)
+                            .map(|p| (d.name, p.nid))
+                            .ok_or_else(|| WriteError::Internal(format!("no node {i}"))),
+                        Target::Leaf(_) => Err(WriteError::Internal("unresolved hardlink".into())),
+                    }
+                }))),
                 Data::Symlink(b) | Data::Inline(b) => ExpectData::Bytes(b),
                 Data::External { .. } => ExpectData::External(n.size),
                 Data::None => ExpectData::None,
