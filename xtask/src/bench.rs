@@ -29,6 +29,16 @@ pub struct Args {
     /// Size of the RAM-backed scratch filesystem.
     #[arg(long, default_value = "6G")]
     scratch_size: String,
+    /// Instead: peak memory of pull/create-image/mount/fsck/gc on one layer of this many
+    /// empty files (docs/performance.md, "Memory with many files").
+    #[arg(long, value_name = "N")]
+    many_files: Option<usize>,
+    /// With --many-files: measure this cfsctl instead of building target/release/cfsctl.
+    #[arg(long, requires = "many_files")]
+    cfsctl: Option<PathBuf>,
+    /// With --many-files: keep the temporary directory (printed).
+    #[arg(long, requires = "many_files")]
+    keep: bool,
 }
 
 /// One measured command run.
@@ -216,6 +226,9 @@ fn layer_blobs(fixtures: &Value, layout: &Path, tag: &str) -> Result<Vec<PathBuf
 
 /// Runs the benchmark.
 pub fn run(args: Args) -> Result<()> {
+    if let Some(files) = args.many_files {
+        return crate::many_files::run(files, args.cfsctl, args.keep);
+    }
     ensure!(
         rustix::process::geteuid().is_root(),
         "the benchmark mounts scratch filesystems: run it as root"

@@ -6,7 +6,8 @@
 //!
 //! Commands:
 //! - `demo` ([`demo`]): the main job on built-in sample data (README's first command).
-//! - `bench` ([`bench`]): the end-to-end pull benchmark, written to docs/performance.md.
+//! - `bench` ([`bench`]): the end-to-end pull benchmark, written to docs/performance.md;
+//!   `bench --many-files N` ([`many_files`]): peak RSS of each command on a layer of N files.
 //! - `chaos` ([`chaos`]): SIGKILL pulls at random points, 100 times; fsck and re-pull each time.
 //! - `ci` ([`ci`]): everything CI checks (tools, fmt, clippy, fixtures, tests).
 //! - `fixtures` ([`fixtures`]): build and cache the Debian OCI images used by end-to-end tests
@@ -21,6 +22,7 @@ mod ci;
 mod demo;
 mod fixtures;
 mod fuzz;
+mod many_files;
 mod vm;
 mod vm_guest;
 

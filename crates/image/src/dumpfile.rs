@@ -548,11 +548,11 @@ impl Parser {
                         LeafContent::Regular(RegularFile::Inline(c.into_boxed_slice()))
                     }
                     None if size == 0 => LeafContent::Regular(RegularFile::Inline(Box::new([]))),
-                    None => LeafContent::Regular(RegularFile::External(ExternalFile {
+                    None => LeafContent::Regular(RegularFile::External(Box::new(ExternalFile {
                         size,
                         digest,
                         path: payload.filter(|p| !p.is_empty()).map(Vec::into_boxed_slice),
-                    })),
+                    }))),
                 }
             }
             S_IFCHR => LeafContent::CharDevice(rdev),

@@ -147,8 +147,8 @@ mod tests {
                 "f",
                 Inode::Leaf(Arc::new(Leaf {
                     stat: Stat::with_mode(0o644),
-                    content: LeafContent::Regular(RegularFile::External(ExternalFile::object(
-                        obj, 5000,
+                    content: LeafContent::Regular(RegularFile::External(Box::new(
+                        ExternalFile::object(obj, 5000),
                     ))),
                 })),
             )

@@ -451,7 +451,7 @@ fn read_one(
                     })?
             }
         };
-        RegularFile::External(ExternalFile::object(id, filled as u64))
+        RegularFile::External(Box::new(ExternalFile::object(id, filled as u64)))
     } else {
         let (id, size) = match store {
             ObjectStore::HashOnly(alg) => {
@@ -475,7 +475,7 @@ fn read_one(
                 (id, size)
             }
         };
-        RegularFile::External(ExternalFile::object(id, size))
+        RegularFile::External(Box::new(ExternalFile::object(id, size)))
     };
     if content.size() != leaf.size {
         return Err(ScanError::Changed(path.clone()));
@@ -567,10 +567,10 @@ mod tests {
         let mid = get(&fs.root, "mid");
         assert_eq!(
             mid.content,
-            LeafContent::Regular(RegularFile::External(ExternalFile::object(
+            LeafContent::Regular(RegularFile::External(Box::new(ExternalFile::object(
                 FsVerityHasher::digest(HashAlgorithm::Sha256, &[5u8; 65]),
                 65
-            )))
+            ))))
         );
         let Some(Inode::Directory(sub)) = fs.root.get("sub".as_ref()) else {
             panic!("sub");
@@ -579,10 +579,10 @@ mod tests {
         assert!(Arc::ptr_eq(&big, &get(&fs.root, "big-link")));
         assert_eq!(
             big.content,
-            LeafContent::Regular(RegularFile::External(ExternalFile::object(
+            LeafContent::Regular(RegularFile::External(Box::new(ExternalFile::object(
                 FsVerityHasher::digest(HashAlgorithm::Sha256, &vec![3u8; 3 << 20]),
                 3 << 20
-            )))
+            ))))
         );
         assert_eq!(
             get(&fs.root, "sym").content,

@@ -132,8 +132,9 @@ impl ExternalFile {
 pub enum RegularFile {
     /// Content stored in the image itself (empty files are `Inline` of nothing).
     Inline(Box<[u8]>),
-    /// Content stored elsewhere.
-    External(ExternalFile),
+    /// Content stored elsewhere (boxed: a digest is up to 64 bytes, and a tree holds one
+    /// leaf per file, most of them small or empty; docs/performance.md).
+    External(Box<ExternalFile>),
 }
 
 impl RegularFile {
@@ -245,7 +246,8 @@ impl Eq for Inode {}
 pub struct Directory {
     /// Metadata.
     pub stat: Stat,
-    entries: BTreeMap<OsString, Inode>,
+    /// Boxed names (16 bytes a key, not 24: a directory of many files holds many).
+    entries: BTreeMap<Box<OsStr>, Inode>,
 }
 
 /// Checks a single path component.
@@ -275,10 +277,10 @@ impl Directory {
     pub fn insert(&mut self, name: impl Into<OsString>, inode: Inode) -> Result<(), TreeError> {
         let name = name.into();
         validate_name(&name)?;
-        if self.entries.contains_key(&name) {
+        if self.entries.contains_key(name.as_os_str()) {
             return Err(TreeError::Duplicate(name));
         }
-        self.entries.insert(name, inode);
+        self.entries.insert(name.into_boxed_os_str(), inode);
         Ok(())
     }
 
@@ -290,7 +292,7 @@ impl Directory {
     ) -> Result<Option<Inode>, TreeError> {
         let name = name.into();
         validate_name(&name)?;
-        Ok(self.entries.insert(name, inode))
+        Ok(self.entries.insert(name.into_boxed_os_str(), inode))
     }
 
     /// Removes an entry.
@@ -310,12 +312,12 @@ impl Directory {
 
     /// The entries, sorted by name bytes.
     pub fn entries(&self) -> impl ExactSizeIterator<Item = (&OsStr, &Inode)> {
-        self.entries.iter().map(|(k, v)| (k.as_os_str(), v))
+        self.entries.iter().map(|(k, v)| (&**k, v))
     }
 
     /// The entries, mutably.
     pub fn entries_mut(&mut self) -> impl Iterator<Item = (&OsStr, &mut Inode)> {
-        self.entries.iter_mut().map(|(k, v)| (k.as_os_str(), v))
+        self.entries.iter_mut().map(|(k, v)| (&**k, v))
     }
 
     /// Number of entries.

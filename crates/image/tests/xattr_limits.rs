@@ -230,7 +230,9 @@ fn a_file_with_its_own_whiteout_xattr_keeps_its_object() {
             "f",
             Inode::Leaf(Arc::new(Leaf {
                 stat,
-                content: LeafContent::Regular(RegularFile::External(ExternalFile::object(id, 100))),
+                content: LeafContent::Regular(RegularFile::External(Box::new(
+                    ExternalFile::object(id, 100),
+                ))),
             })),
         )
         .expect("insert");

@@ -2,7 +2,6 @@
 //! indexes, and the appenders of xattr entries and directory entries. Every value that goes
 //! into a narrower on-disk field passes [`fit`], so a length is never silently truncated.
 
-use std::borrow::Cow;
 use std::os::unix::ffi::OsStrExt;
 
 use super::WriteError;
@@ -17,7 +16,7 @@ pub(super) enum Target {
 }
 
 pub(super) struct Dirent<'a> {
-    pub(super) name: Cow<'a, [u8]>,
+    pub(super) name: &'a [u8],
     pub(super) target: Target,
 }
 
@@ -183,7 +182,7 @@ pub(super) fn put_dirents(
         nameoff += d.name.len() as u64;
     }
     for d in dirents {
-        out.extend_from_slice(&d.name);
+        out.extend_from_slice(d.name);
     }
     Ok(())
 }

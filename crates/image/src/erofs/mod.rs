@@ -10,6 +10,8 @@
 
 mod encode;
 pub mod format;
+mod node;
+mod place;
 mod reader;
 mod verify;
 mod writer;
@@ -140,7 +142,9 @@ mod tests {
         ext_stat.mtime = Mtime { sec: 5, nsec: 7 };
         let shared = Arc::new(Leaf {
             stat: ext_stat,
-            content: LeafContent::Regular(RegularFile::External(ExternalFile::object(a, 10000))),
+            content: LeafContent::Regular(RegularFile::External(Box::new(ExternalFile::object(
+                a, 10000,
+            )))),
         });
         fs.root
             .insert("big", Inode::Leaf(shared.clone()))
@@ -153,7 +157,9 @@ mod tests {
             "sha512",
             leaf(
                 0o600,
-                LeafContent::Regular(RegularFile::External(ExternalFile::object(b, 70000))),
+                LeafContent::Regular(RegularFile::External(Box::new(ExternalFile::object(
+                    b, 70000,
+                )))),
             ),
         )
         .expect("ok");
@@ -251,7 +257,7 @@ mod tests {
         };
         let leaf = Leaf {
             stat: Stat::with_mode(0o644),
-            content: LeafContent::Regular(RegularFile::External(foreign)),
+            content: LeafContent::Regular(RegularFile::External(Box::new(foreign))),
         };
         d.insert("f", Inode::Leaf(Arc::new(leaf))).expect("insert");
         fs.root

@@ -507,11 +507,11 @@ fn read_leaf(img: &Image<'_>, ino: RawInode<'_>, name: &[u8]) -> Result<Leaf, Re
     let content = match ftype {
         S_IFREG if decoded.whiteout => LeafContent::CharDevice(0),
         S_IFREG if ino.layout == LAYOUT_CHUNK_BASED => {
-            LeafContent::Regular(RegularFile::External(ExternalFile {
+            LeafContent::Regular(RegularFile::External(Box::new(ExternalFile {
                 size: ino.size,
                 digest: decoded.digest,
                 path: decoded.redirect.map(Vec::into_boxed_slice),
-            }))
+            })))
         }
         S_IFREG => {
             let data = img.flat_data(&ino, INLINE_CONTENT_MAX as u64)?;

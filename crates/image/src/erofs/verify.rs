@@ -20,17 +20,22 @@ use crate::tree::Mtime;
 pub(super) enum ExpectData<'a> {
     /// Inline content or a symlink target: exactly these bytes.
     Bytes(&'a [u8]),
-    /// A directory: these (name, nid) entries, in order, `.` and `..` included.
-    Dir(Vec<(&'a [u8], u64)>),
+    /// A directory: these (name, nid) entries, in order, `.` and `..` included; taken one at
+    /// a time, as its blocks are parsed (a directory may have many entries).
+    Dir(DirEntries<'a>),
     /// An external file: a chunk-based inode of this size.
     External(u64),
     /// Nothing to compare (devices, fifos, sockets, empty files).
     None,
 }
 
+/// A directory's expected (name, nid) entries.
+pub(super) type DirEntries<'a> = Box<dyn Iterator<Item = Result<(&'a [u8], u64), WriteError>> + 'a>;
+
 /// What the writer meant one inode to say.
 pub(super) struct Expect<'a> {
-    pub(super) path: &'a [u8],
+    /// The inode's path, for messages (`/a/b`, empty for the root).
+    pub(super) path: Vec<u8>,
     pub(super) nid: u64,
     pub(super) mode: u32,
     pub(super) uid: u32,
@@ -51,16 +56,21 @@ fn mismatch(path: &[u8], problem: impl Into<String>) -> WriteError {
     }
 }
 
-/// Parses every expected inode of `image` back and compares it.
-pub(super) fn verify(image: &[u8], expected: &[Expect<'_>]) -> Result<(), WriteError> {
+/// Parses every expected inode of `image` back and compares it. The expectations are taken
+/// one at a time, so the writer need not hold them all (an error building one ends the check).
+pub(super) fn verify<'a>(
+    image: &[u8],
+    expected: impl IntoIterator<Item = Result<Expect<'a>, WriteError>>,
+) -> Result<(), WriteError> {
     let img = Image::parse(image).map_err(|e| mismatch(b"", e.to_string()))?;
     for e in expected {
+        let e = e?;
         let raw = img
             .inode(e.nid)
-            .map_err(|err| mismatch(e.path, err.to_string()))?;
+            .map_err(|err| mismatch(&e.path, err.to_string()))?;
         if (raw.mode, raw.uid, raw.gid, raw.mtime) != (e.mode, e.uid, e.gid, e.mtime) {
             return Err(mismatch(
-                e.path,
+                &e.path,
                 "mode, owner or mtime read back differently",
             ));
         }
@@ -76,7 +86,7 @@ pub(super) fn verify(image: &[u8], expected: &[Expect<'_>]) -> Result<(), WriteE
                     .join(", ")
             };
             return Err(mismatch(
-                e.path,
+                &e.path,
                 format!(
                     "xattrs read back as [{}], written [{}]",
                     names(&got),
@@ -84,32 +94,36 @@ pub(super) fn verify(image: &[u8], expected: &[Expect<'_>]) -> Result<(), WriteE
                 ),
             ));
         }
-        match &e.data {
+        match e.data {
             ExpectData::Bytes(want) => {
                 let data = img
                     .flat_data(&raw, want.len() as u64)
-                    .map_err(|err| mismatch(e.path, err.to_string()))?;
-                if data != *want {
-                    return Err(mismatch(e.path, "data read back differently"));
+                    .map_err(|err| mismatch(&e.path, err.to_string()))?;
+                if data != want {
+                    return Err(mismatch(&e.path, "data read back differently"));
                 }
             }
-            ExpectData::Dir(want) => {
+            ExpectData::Dir(mut want) => {
                 let data = img
                     .flat_data(&raw, image.len() as u64)
-                    .map_err(|err| mismatch(e.path, err.to_string()))?;
-                let mut got = Vec::with_capacity(want.len());
+                    .map_err(|err| mismatch(&e.path, err.to_string()))?;
+                let differ = || mismatch(&e.path, "directory entries read back differently");
                 for block in data.chunks(super::format::BLOCK_SIZE as usize) {
-                    got.extend(
-                        parse_dirents(block).map_err(|err| mismatch(e.path, err.to_string()))?,
-                    );
+                    let got =
+                        parse_dirents(block).map_err(|err| mismatch(&e.path, err.to_string()))?;
+                    for entry in got {
+                        if want.next().transpose()? != Some(entry) {
+                            return Err(differ());
+                        }
+                    }
                 }
-                if got != *want {
-                    return Err(mismatch(e.path, "directory entries read back differently"));
+                if want.next().is_some() {
+                    return Err(differ());
                 }
             }
             ExpectData::External(size) => {
-                if raw.layout != LAYOUT_CHUNK_BASED || raw.size != *size {
-                    return Err(mismatch(e.path, "external file read back differently"));
+                if raw.layout != LAYOUT_CHUNK_BASED || raw.size != size {
+                    return Err(mismatch(&e.path, "external file read back differently"));
                 }
             }
             ExpectData::None => {}
@@ -139,7 +153,7 @@ mod tests {
             .map(|(k, v)| (Cow::Borrowed(&k[..]), Cow::Borrowed(&v[..])))
             .collect();
         let expect = |xattrs| Expect {
-            path: b"",
+            path: Vec::new(),
             nid: root_nid,
             mode: raw.mode,
             uid: 0,
@@ -153,8 +167,8 @@ mod tests {
             Cow::Borrowed(b"trusted.overlay.redirect"),
             Cow::Borrowed(b"/x"),
         );
-        verify(&image, &[expect(&good)]).expect("as written");
-        let e = verify(&image, &[expect(&forged)]).expect_err("differs");
+        verify(&image, [Ok(expect(&good))]).expect("as written");
+        let e = verify(&image, [Ok(expect(&forged))]).expect_err("differs");
         assert!(e.to_string().contains("xattrs read back"), "{e}");
     }
 }

@@ -26,76 +26,12 @@ use std::sync::Arc;
 
 use super::encode::*;
 use super::format::*;
+use super::node::{Data, Node, node_path, over_budget, set_xattr_at};
+use super::place::{Shared, place, shared_xattrs, xattr_layout};
 use super::verify::{self, Expect, ExpectData};
 use super::{FormatOptions, WriteError};
 use crate::tree::*;
-use crate::xattr::{XATTR_EXTERNAL_BUDGET, XattrError, XattrLimit, check_xattrs, xattr_charge};
-
-/// What an inode holds besides metadata.
-enum Data<'a> {
-    Dir,
-    Symlink(&'a [u8]),
-    Inline(&'a [u8]),
-    External { chunk_bits: u32, chunk_count: u64 },
-    None,
-}
-
-struct Node<'a> {
-    path: Vec<u8>,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: Mtime,
-    nlink: u64,
-    rdev: u64,
-    size: u64,
-    data: Data<'a>,
-    external: Option<&'a ExternalFile>,
-    xattrs: BTreeMap<Cow<'a, [u8]>, Cow<'a, [u8]>>,
-    xattr_budget: usize,
-    parent: usize,
-    /// The 256 root whiteouts are added after the overlay rewrite and never rewritten.
-    synthetic: bool,
-    dirents: Vec<Dirent<'a>>,
-    // Layout.
-    n_blocks: u64,
-    tail: u64,
-    compact: bool,
-    ipad: u64,
-    nid: u64,
-}
-
-impl<'a> Node<'a> {
-    fn file_type(&self) -> u32 {
-        self.mode & S_IFMT
-    }
-
-    /// Sets an xattr, charging it against the per-inode budget like libcomposefs does.
-    fn set_xattr(&mut self, name: &'a [u8], value: Cow<'a, [u8]>) -> Result<(), WriteError> {
-        if let Some(old) = self.xattrs.remove(name) {
-            self.xattr_budget = if self.xattrs.is_empty() {
-                0
-            } else {
-                self.xattr_budget
-                    .saturating_sub(xattr_charge(name.len(), old.len()))
-            };
-        }
-        let mut charge = xattr_charge(name.len(), value.len());
-        if self.xattrs.is_empty() {
-            charge += XATTR_IBODY_HEADER_SIZE as usize;
-        }
-        if self.xattr_budget + charge > XATTR_EXTERNAL_BUDGET {
-            return Err(WriteError::Xattr(XattrError {
-                path: show(&self.path),
-                name: crate::xattr::show_name(name),
-                limit: XattrLimit::BudgetExceeded(self.xattr_budget + charge),
-            }));
-        }
-        self.xattr_budget += charge;
-        self.xattrs.insert(Cow::Borrowed(name), value);
-        Ok(())
-    }
-}
+use crate::xattr::{check_xattrs, xattr_charge};
 
 enum Pending<'a> {
     Dot,
@@ -117,15 +53,17 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
+    /// A node for `stat`; `path` (built by the caller for this call only) names it in errors.
     fn new_node(
         &mut self,
-        path: Vec<u8>,
+        path: &[u8],
+        name: &'a [u8],
         parent: usize,
         stat: &'a Stat,
         mode: u32,
     ) -> Result<Node<'a>, WriteError> {
         // The limits every tree meets, whatever built it (see `crate::xattr`).
-        check_xattrs(&show(&path), &stat.xattrs)?;
+        check_xattrs(&show(path), &stat.xattrs)?;
         let xattrs: BTreeMap<_, _> = stat
             .xattrs
             .iter()
@@ -140,8 +78,9 @@ impl<'a> Builder<'a> {
                     .map(|(k, v)| xattr_charge(k.len(), v.len()))
                     .sum::<usize>()
         };
+        let parent = u32::try_from(parent).map_err(|_| WriteError::TooLarge)?;
         Ok(Node {
-            path,
+            name,
             mode,
             uid: stat.uid,
             gid: stat.gid,
@@ -150,28 +89,23 @@ impl<'a> Builder<'a> {
             rdev: 0,
             size: 0,
             data: Data::None,
-            external: None,
             xattrs,
             xattr_budget: budget,
             parent,
             synthetic: false,
-            dirents: Vec::new(),
-            n_blocks: 0,
-            tail: 0,
-            compact: false,
-            ipad: 0,
-            nid: 0,
+            dirents: None,
         })
     }
 
     fn add_dir(
         &mut self,
-        path: Vec<u8>,
+        path: &[u8],
+        name: &'a [u8],
         parent: usize,
         dir: &'a Directory,
     ) -> Result<usize, WriteError> {
-        let mut node =
-            self.new_node(path, parent, &dir.stat, S_IFDIR | (dir.stat.mode & 0o7777))?;
+        let mode = S_IFDIR | (dir.stat.mode & 0o7777);
+        let mut node = self.new_node(path, name, parent, &dir.stat, mode)?;
         node.nlink = dir.nlink();
         node.data = Data::Dir;
         self.nodes.push(node);
@@ -181,18 +115,19 @@ impl<'a> Builder<'a> {
 
     fn add_leaf(
         &mut self,
-        path: Vec<u8>,
+        path: &[u8],
+        name: &'a [u8],
         parent: usize,
         leaf: &'a Arc<Leaf>,
     ) -> Result<usize, WriteError> {
         let id = Arc::as_ptr(leaf);
-        let mut node = self.new_node(path, parent, &leaf.stat, leaf.mode())?;
+        let mut node = self.new_node(path, name, parent, &leaf.stat, leaf.mode())?;
         node.nlink = self.counts.get(&id).copied().unwrap_or(1);
         node.size = leaf.size();
         match &leaf.content {
             LeafContent::Regular(RegularFile::Inline(data)) => {
                 if data.len() > INLINE_CONTENT_MAX {
-                    return Err(WriteError::InlineTooLarge(show(&node.path), data.len()));
+                    return Err(WriteError::InlineTooLarge(show(path), data.len()));
                 }
                 if !data.is_empty() {
                     node.data = Data::Inline(data);
@@ -203,26 +138,25 @@ impl<'a> Builder<'a> {
                     let bits = chunk_bits(ext.size);
                     let count = ext.size.div_ceil(1u64 << bits);
                     if count > MAX_CHUNKS {
-                        return Err(WriteError::FileTooLarge(show(&node.path), ext.size));
+                        return Err(WriteError::FileTooLarge(show(path), ext.size));
                     }
                     node.data = Data::External {
+                        ext,
                         chunk_bits: bits,
                         chunk_count: count,
                     };
-                    node.external = Some(ext);
                 }
             }
             LeafContent::Symlink(target) => {
                 let t = target.as_bytes();
                 if t.is_empty() || t.len() > PATH_MAX {
-                    return Err(WriteError::BadSymlink(show(&node.path)));
+                    return Err(WriteError::BadSymlink(show(path)));
                 }
                 node.data = Data::Symlink(t);
             }
             LeafContent::CharDevice(r) | LeafContent::BlockDevice(r) => {
                 // EROFS keeps 32 bits (the kernel's dev_t: 12-bit major, 20-bit minor).
-                fit::<u32>(&node.path, "rdev", *r)?;
-                node.rdev = *r;
+                node.rdev = fit::<u32>(path, "rdev", *r)?;
             }
             LeafContent::Fifo | LeafContent::Socket => {}
         }
@@ -238,65 +172,64 @@ impl<'a> Builder<'a> {
 
     /// Numbers all inodes breadth-first and records each directory's entries.
     fn build(&mut self, fs: &'a FileSystem, root_whiteouts: bool) -> Result<(), WriteError> {
-        self.add_dir(Vec::new(), 0, &fs.root)?;
+        self.add_dir(b"", b"", 0, &fs.root)?;
         let mut i = 0;
         while i < self.nodes.len() {
             let Some(dir) = self.dirs[i] else {
                 i += 1;
                 continue;
             };
-            let mut pending: Vec<(Cow<'a, [u8]>, Pending<'a>)> = Vec::with_capacity(dir.len() + 2);
-            pending.push((Cow::Borrowed(b"."), Pending::Dot));
-            pending.push((Cow::Borrowed(b".."), Pending::DotDot));
+            let mut pending: Vec<(&'a [u8], Pending<'a>)> = Vec::with_capacity(dir.len() + 2);
+            pending.push((b".", Pending::Dot));
+            pending.push((b"..", Pending::DotDot));
             for (name, inode) in dir.entries() {
                 let p = match inode {
                     Inode::Directory(d) => Pending::Dir(d),
                     Inode::Leaf(l) => Pending::Leaf(l),
                 };
-                pending.push((Cow::Borrowed(name.as_bytes()), p));
+                pending.push((name.as_bytes(), p));
             }
             if i == 0 && root_whiteouts {
-                for w in root_whiteout_names() {
-                    if dir.get(std::ffi::OsStr::from_bytes(&w)).is_none() {
-                        pending.push((Cow::Owned(w.to_vec()), Pending::Whiteout));
+                for w in &ROOT_WHITEOUTS {
+                    if dir.get(std::ffi::OsStr::from_bytes(w)).is_none() {
+                        pending.push((w, Pending::Whiteout));
                     }
                 }
             }
-            pending.sort_by(|a, b| a.0.cmp(&b.0));
+            pending.sort_by(|a, b| a.0.cmp(b.0));
 
+            // This directory's path, for its children's paths (built one at a time, for the
+            // hardlink check and messages; nodes keep only their names).
+            let dir_path = node_path(&self.nodes, i);
+            let mut path = Vec::with_capacity(dir_path.len() + 1 + NAME_MAX);
             let mut dirents = Vec::with_capacity(pending.len());
             for (name, p) in pending {
-                let child_path = || {
-                    let mut path = self.nodes[i].path.clone();
-                    path.push(b'/');
-                    path.extend_from_slice(&name);
-                    path
-                };
+                path.clear();
+                path.extend_from_slice(&dir_path);
+                path.push(b'/');
+                path.extend_from_slice(name);
                 let target = match p {
                     Pending::Dot => Target::Node(i),
-                    Pending::DotDot => Target::Node(self.nodes[i].parent),
-                    Pending::Dir(d) => {
-                        let path = child_path();
-                        Target::Node(self.add_dir(path, i, d)?)
-                    }
+                    Pending::DotDot => Target::Node(self.nodes[i].parent as usize),
+                    Pending::Dir(d) => Target::Node(self.add_dir(&path, name, i, d)?),
                     Pending::Leaf(l) => {
-                        let path = child_path();
                         let id = Arc::as_ptr(l);
                         if self.primary.get(&id).is_none_or(|p| *p == path) {
-                            Target::Node(self.add_leaf(path, i, l)?)
+                            Target::Node(self.add_leaf(&path, name, i, l)?)
                         } else {
                             Target::Leaf(id)
                         }
                     }
                     Pending::Whiteout => {
-                        let path = child_path();
                         let root = &fs.root.stat;
-                        let mut node = self.new_node(path, 0, root, S_IFCHR | 0o644)?;
+                        let mut node = self.new_node(&path, name, 0, root, S_IFCHR | 0o644)?;
                         node.xattrs.clear();
                         node.xattr_budget = 0;
                         node.synthetic = true;
                         if let Some(label) = root.xattrs.get(&b"security.selinux"[..]) {
-                            node.set_xattr(b"security.selinux", Cow::Borrowed(label))?;
+                            let key = b"security.selinux";
+                            node.set_xattr(key, Cow::Borrowed(label))
+                                .map_err(|l| over_budget(&path, key, l))?;
                         }
                         self.nodes.push(node);
                         self.dirs.push(None);
@@ -305,12 +238,24 @@ impl<'a> Builder<'a> {
                 };
                 dirents.push(Dirent { name, target });
             }
-            self.nodes[i].dirents = dirents;
+            self.nodes[i].dirents = Some(Box::new(dirents));
             i += 1;
         }
         Ok(())
     }
 }
+
+/// The 256 overlay whiteouts `00`–`ff` at the root, as names the nodes can borrow.
+static ROOT_WHITEOUTS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 15]];
+        i += 1;
+    }
+    t
+};
 
 /// Escapes a file's own overlayfs xattrs so overlayfs shows them instead of acting on them.
 fn escape_overlay_xattrs(node: &mut Node<'_>) {
@@ -339,12 +284,12 @@ fn rewrite_for_overlay(nodes: &mut [Node<'_>], version: u32) -> Result<(), Write
             continue;
         }
         escape_overlay_xattrs(&mut nodes[i]);
-        if let Some(ext) = nodes[i].external {
+        if let Data::External { ext, .. } = nodes[i].data {
             let metacopy: Vec<u8> = match &ext.digest {
                 Some(d) => {
                     let bytes = d.as_bytes();
                     let len = fit::<u8>(
-                        &nodes[i].path,
+                        &node_path(nodes, i),
                         "metacopy digest length",
                         4 + bytes.len() as u64,
                     )?;
@@ -354,11 +299,11 @@ fn rewrite_for_overlay(nodes: &mut [Node<'_>], version: u32) -> Result<(), Write
                 }
                 None => Vec::new(),
             };
-            nodes[i].set_xattr(overlay::METACOPY, Cow::Owned(metacopy))?;
+            set_xattr_at(nodes, i, overlay::METACOPY, Cow::Owned(metacopy))?;
             if let Some(path) = ext.path.as_deref().filter(|p| !p.is_empty()) {
                 let mut redirect = b"/".to_vec();
                 redirect.extend_from_slice(path);
-                nodes[i].set_xattr(overlay::REDIRECT, Cow::Owned(redirect))?;
+                set_xattr_at(nodes, i, overlay::REDIRECT, Cow::Owned(redirect))?;
             }
         }
         if nodes[i].file_type() == S_IFCHR && nodes[i].rdev == 0 {
@@ -366,32 +311,27 @@ fn rewrite_for_overlay(nodes: &mut [Node<'_>], version: u32) -> Result<(), Write
             node.size = 0;
             node.mode = S_IFREG | (node.mode & !S_IFMT);
             node.data = Data::None;
-            node.set_xattr(overlay::ESCAPED_WHITEOUT, Cow::Borrowed(b""))?;
-            node.set_xattr(overlay::USER_WHITEOUT, Cow::Borrowed(b""))?;
-            let parent = &mut nodes[node_parent(nodes, i)];
-            parent.set_xattr(overlay::ESCAPED_WHITEOUTS, Cow::Borrowed(b""))?;
-            parent.set_xattr(overlay::USER_WHITEOUTS, Cow::Borrowed(b""))?;
+            let parent = node.parent as usize;
+            set_xattr_at(nodes, i, overlay::ESCAPED_WHITEOUT, Cow::Borrowed(b""))?;
+            set_xattr_at(nodes, i, overlay::USER_WHITEOUT, Cow::Borrowed(b""))?;
+            set_xattr_at(
+                nodes,
+                parent,
+                overlay::ESCAPED_WHITEOUTS,
+                Cow::Borrowed(b""),
+            )?;
+            set_xattr_at(nodes, parent, overlay::USER_WHITEOUTS, Cow::Borrowed(b""))?;
             if version >= 1 {
-                parent.set_xattr(overlay::ESCAPED_OPAQUE, Cow::Borrowed(b"x"))?;
-                parent.set_xattr(overlay::USER_OPAQUE, Cow::Borrowed(b"x"))?;
+                set_xattr_at(nodes, parent, overlay::ESCAPED_OPAQUE, Cow::Borrowed(b"x"))?;
+                set_xattr_at(nodes, parent, overlay::USER_OPAQUE, Cow::Borrowed(b"x"))?;
             }
         }
     }
-    nodes[0].set_xattr(overlay::OPAQUE, Cow::Borrowed(b"y"))?;
+    nodes[0]
+        .set_xattr(overlay::OPAQUE, Cow::Borrowed(b"y"))
+        .map_err(|l| over_budget(b"", overlay::OPAQUE, l))?;
     Ok(())
 }
-
-fn node_parent(nodes: &[Node<'_>], i: usize) -> usize {
-    nodes[i].parent
-}
-
-/// Per-inode xattr layout: which are shared (their offsets) and the ibody size.
-struct XattrLayout {
-    shared: Vec<u64>,
-    inline: Vec<usize>,
-    size: u64,
-}
-
 /// Writes the image. See the module documentation.
 pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteError> {
     if options.min_version > 1 || options.max_version > 1 {
@@ -434,20 +374,38 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
         counts,
     };
     b.build(fs, true)?;
-    let leaf_node = std::mem::take(&mut b.leaf_node);
-    let mut nodes = b.nodes;
+    let Builder {
+        mut nodes,
+        leaf_node,
+        dirs,
+        primary,
+        counts,
+    } = b;
+    drop((dirs, primary, counts));
 
     // Step 3: overlayfs rewrite.
     rewrite_for_overlay(&mut nodes, version)?;
 
-    // Resolve directory entries to node indexes.
-    let resolve = |t: Target| -> Result<usize, WriteError> {
+    // Resolve directory entries to node indexes (hardlinks to their inode's node).
+    for n in &mut nodes {
+        for d in n.dirents.iter_mut().flat_map(|d| d.iter_mut()) {
+            if let Target::Leaf(id) = d.target {
+                let i = leaf_node
+                    .get(&id)
+                    .copied()
+                    .ok_or_else(|| WriteError::Internal("hardlink target not numbered".into()))?;
+                d.target = Target::Node(i);
+            }
+        }
+    }
+    drop(leaf_node);
+    let nodes = nodes;
+    let target = |t: Target| -> Result<&Node<'_>, WriteError> {
         match t {
-            Target::Node(i) => Ok(i),
-            Target::Leaf(id) => leaf_node
-                .get(&id)
-                .copied()
-                .ok_or_else(|| WriteError::Internal("hardlink target not numbered".into())),
+            Target::Node(i) => nodes
+                .get(i)
+                .ok_or_else(|| WriteError::Internal(format!("no node {i}"))),
+            Target::Leaf(_) => Err(WriteError::Internal("unresolved hardlink".into())),
         }
     };
 
@@ -458,158 +416,32 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
     let min_mtime = nodes.iter().map(|n| n.mtime).min().unwrap_or_default();
 
     // Step 4: shared xattrs.
-    let (shared_list, xattr_layouts, shared_size) = {
-        let mut use_count: HashMap<(&[u8], &[u8]), u32> = HashMap::new();
-        for n in &nodes {
-            for (k, v) in &n.xattrs {
-                *use_count.entry((k, v)).or_insert(0) += 1;
-            }
-        }
-        let mut shared_list: Vec<(&[u8], &[u8])> = use_count
-            .iter()
-            .filter(|(_, c)| **c > 1)
-            .map(|(kv, _)| *kv)
-            .collect();
-        shared_list.sort_by(|a, b| {
-            b.0.cmp(a.0)
-                .then(b.1.len().cmp(&a.1.len()))
-                .then(b.1.cmp(a.1))
-        });
-        let mut shared_offset: HashMap<(&[u8], &[u8]), u64> = HashMap::new();
-        let mut shared_size = 0u64;
-        for kv in &shared_list {
-            shared_offset.insert(*kv, shared_size);
-            shared_size += xattr_entry_size(kv.0, kv.1);
-        }
-        let xattr_layouts: Vec<XattrLayout> = nodes
-            .iter()
-            .map(|n| {
-                let mut layout = XattrLayout {
-                    shared: Vec::new(),
-                    inline: Vec::new(),
-                    size: 0,
-                };
-                let mut inline_size = 0;
-                for (idx, (k, v)) in n.xattrs.iter().enumerate() {
-                    match shared_offset.get(&(&k[..], &v[..])) {
-                        Some(off) if layout.shared.len() < MAX_SHARED_PER_INODE => {
-                            layout.shared.push(*off)
-                        }
-                        _ => {
-                            layout.inline.push(idx);
-                            inline_size += xattr_entry_size(k, v);
-                        }
-                    }
-                }
-                if !n.xattrs.is_empty() {
-                    layout.size = round_up(
-                        XATTR_IBODY_HEADER_SIZE + 4 * layout.shared.len() as u64 + inline_size,
-                        4,
-                    );
-                }
-                layout
-            })
-            .collect();
-        let owned: Vec<(Vec<u8>, Vec<u8>)> = shared_list
-            .iter()
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect();
-        (owned, xattr_layouts, shared_size)
-    };
+    let Shared {
+        list: shared_list,
+        offsets: shared_offset,
+        size: shared_size,
+    } = shared_xattrs(&nodes);
 
     // Step 5: inode placement.
-    let mut pos = SUPER_OFFSET + SUPER_SIZE;
-    let mut n_data_blocks = 0u64;
-    for (n, xl) in nodes.iter_mut().zip(&xattr_layouts) {
-        // Data sizes.
-        match n.data {
-            Data::Dir => {
-                let (blocks, tail) = dir_blocks(n.dirents.iter().map(|d| d.name.len()));
-                n.n_blocks = blocks;
-                n.tail = tail;
-            }
-            Data::Symlink(t) => {
-                n.n_blocks = 0;
-                n.tail = t.len() as u64;
-            }
-            Data::Inline(c) => {
-                let len = c.len() as u64;
-                n.n_blocks = len / BLOCK_SIZE;
-                n.tail = len % BLOCK_SIZE;
-                if n.tail > BLOCK_SIZE / 2 {
-                    n.n_blocks += 1;
-                    n.tail = 0;
-                }
-            }
-            Data::External { chunk_count, .. } => {
-                n.n_blocks = 0;
-                n.tail = chunk_count * 4;
-            }
-            Data::None => {
-                n.n_blocks = 0;
-                n.tail = 0;
-            }
-        }
-        let size_for_compact = if n.file_type() == S_IFDIR {
-            n.n_blocks * BLOCK_SIZE + n.tail
-        } else {
-            n.size
-        };
-        n.compact = n.mtime == min_mtime
-            && n.nlink <= u64::from(u16::MAX)
-            && n.uid <= u32::from(u16::MAX)
-            && n.gid <= u32::from(u16::MAX)
-            && size_for_compact <= u64::from(u32::MAX);
-        let inode_size = if n.compact {
-            INODE_COMPACT_SIZE
-        } else {
-            INODE_EXTENDED_SIZE
-        };
-        let aligned = round_up(pos, SLOT_SIZE);
-        n.ipad = aligned - pos;
-        pos = aligned;
-
-        // Keep the tail within one block.
-        let non_tail = inode_size + xl.size;
-        let mut extra = 0;
-        if n.file_type() == S_IFLNK {
-            let total = non_tail + n.tail;
-            let first_block = pos / BLOCK_SIZE;
-            let last_block = (pos + total - 1) / BLOCK_SIZE;
-            if total / BLOCK_SIZE > 0 {
-                n.n_blocks += 1;
-                n.tail = 0;
-            }
-            if first_block != last_block {
-                extra = round_up(pos, BLOCK_SIZE) - pos;
-            }
-        } else {
-            let remainder = BLOCK_SIZE - (pos + non_tail) % BLOCK_SIZE;
-            if remainder < n.tail {
-                let pad = round_up(remainder, SLOT_SIZE);
-                let remainder = BLOCK_SIZE - (pos + non_tail + pad) % BLOCK_SIZE;
-                if n.tail <= remainder {
-                    extra = pad;
-                } else {
-                    n.n_blocks += 1;
-                    n.tail = 0;
-                    extra = round_up(pos, BLOCK_SIZE) - pos;
-                }
-            }
-        }
-        n.ipad += extra;
-        pos += extra;
-        n_data_blocks += n.n_blocks;
-        n.nid = pos / SLOT_SIZE;
-        pos += inode_size + xl.size + n.tail;
-    }
-    let inodes_end = round_up(pos, SLOT_SIZE);
+    let (placed, inodes_end, n_data_blocks) = place(&nodes, &shared_offset, min_mtime)?;
     let data_start = round_up(inodes_end + shared_size, BLOCK_SIZE);
-    let root_nid = u16::try_from(nodes[0].nid)
+    let root_nid = u16::try_from(placed[0].nid)
         .map_err(|_| WriteError::Internal("root inode number too large".into()))?;
     let total_blocks = data_start / BLOCK_SIZE + n_data_blocks;
     let total_blocks = u32::try_from(total_blocks).map_err(|_| WriteError::TooLarge)?;
     let xattr_blkaddr = u32::try_from(inodes_end / BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?;
+    // A directory's entries as (nid, file type), built for one directory at a time.
+    let targets = |n: &Node<'_>| -> Result<Vec<(u64, u8)>, WriteError> {
+        n.dirents()
+            .iter()
+            .map(|d| {
+                let Target::Node(i) = d.target else {
+                    return Err(WriteError::Internal("unresolved hardlink".into()));
+                };
+                Ok((placed[i].nid, ftype_of_mode(target(d.target)?.mode)))
+            })
+            .collect()
+    };
 
     // Step 6: bytes.
     let capacity =
@@ -641,37 +473,29 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
     out.put_u32(xattr_blkaddr);
     out.put_zeros(SUPER_SIZE - 48);
 
-    let nids: Vec<u64> = nodes.iter().map(|n| n.nid).collect();
-    let ftypes: Vec<u8> = nodes.iter().map(|n| ftype_of_mode(n.mode)).collect();
-    let mut resolved_dirents: Vec<Vec<(u64, u8)>> = Vec::with_capacity(nodes.len());
-    for n in &nodes {
-        let mut v = Vec::with_capacity(n.dirents.len());
-        for d in &n.dirents {
-            let t = resolve(d.target)?;
-            v.push((nids[t], ftypes[t]));
-        }
-        resolved_dirents.push(v);
-    }
-
     let mut current_end = data_start;
-    for (idx, (n, xl)) in nodes.iter().zip(&xattr_layouts).enumerate() {
-        out.put_zeros(n.ipad);
+    for (idx, (n, p)) in nodes.iter().zip(&placed).enumerate() {
+        // Built for this inode only (for messages).
+        let path = node_path(&nodes, idx);
+        let path = &path[..];
+        let xl = xattr_layout(n, &shared_offset);
+        out.put_zeros(p.ipad());
         debug_assert_eq!(out.len() as u64 % SLOT_SIZE, 0);
         let ftype = n.file_type();
-        let mut layout = if n.tail > 0 {
+        let mut layout = if p.tail() > 0 {
             LAYOUT_FLAT_INLINE
         } else {
             LAYOUT_FLAT_PLAIN
         };
         let mut blkaddr: Option<u32> = None;
-        if n.n_blocks > 0 && matches!(ftype, S_IFDIR | S_IFREG | S_IFLNK) {
+        if p.n_blocks() > 0 && matches!(ftype, S_IFDIR | S_IFREG | S_IFLNK) {
             blkaddr =
                 Some(u32::try_from(current_end / BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?);
-            current_end += BLOCK_SIZE * n.n_blocks;
+            current_end += BLOCK_SIZE * p.n_blocks();
         }
         let mut i_u: u32 = blkaddr.unwrap_or(0);
         let size = match ftype {
-            S_IFDIR => n.n_blocks * BLOCK_SIZE + n.tail,
+            S_IFDIR => p.n_blocks() * BLOCK_SIZE + p.tail(),
             S_IFREG => {
                 if let Data::External { chunk_bits, .. } = n.data {
                     layout = LAYOUT_CHUNK_BASED;
@@ -681,8 +505,8 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
                 n.size
             }
             S_IFLNK => {
-                if n.n_blocks == 0 {
-                    n.tail
+                if p.n_blocks() == 0 {
+                    p.tail()
                 } else {
                     n.size
                 }
@@ -690,31 +514,31 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
             _ => 0,
         };
         if matches!(ftype, S_IFCHR | S_IFBLK) {
-            i_u = fit(&n.path, "rdev", n.rdev)?;
+            i_u = n.rdev;
         }
         let icount: u16 = if xl.size == 0 {
             0
         } else {
             fit(
-                &n.path,
+                path,
                 "xattr count (i_xattr_icount)",
                 (xl.size - XATTR_IBODY_HEADER_SIZE) / 4 + 1,
             )?
         };
-        let format = (layout << I_DATALAYOUT_BIT) | (u16::from(!n.compact) << I_VERSION_BIT);
-        let mode: u16 = fit(&n.path, "mode", u64::from(n.mode))?;
-        let ino: u32 = fit(&n.path, "inode number", idx as u64)?;
-        if n.compact {
+        let format = (layout << I_DATALAYOUT_BIT) | (u16::from(!p.compact) << I_VERSION_BIT);
+        let mode: u16 = fit(path, "mode", u64::from(n.mode))?;
+        let ino: u32 = fit(path, "inode number", idx as u64)?;
+        if p.compact {
             out.put_u16(format);
             out.put_u16(icount);
             out.put_u16(mode);
-            out.put_u16(fit(&n.path, "nlink (compact inode)", n.nlink)?);
-            out.put_u32(fit(&n.path, "size (compact inode)", size)?);
+            out.put_u16(fit(path, "nlink (compact inode)", n.nlink)?);
+            out.put_u32(fit(path, "size (compact inode)", size)?);
             out.put_u32(0);
             out.put_u32(i_u);
             out.put_u32(ino);
-            out.put_u16(fit(&n.path, "uid (compact inode)", u64::from(n.uid))?);
-            out.put_u16(fit(&n.path, "gid (compact inode)", u64::from(n.gid))?);
+            out.put_u16(fit(path, "uid (compact inode)", u64::from(n.uid))?);
+            out.put_u16(fit(path, "gid (compact inode)", u64::from(n.gid))?);
             out.put_u32(0);
         } else {
             out.put_u16(format);
@@ -728,7 +552,7 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
             out.put_u32(n.gid);
             out.put_u64(n.mtime.sec.cast_unsigned());
             out.put_u32(n.mtime.nsec);
-            out.put_u32(fit(&n.path, "nlink", n.nlink)?);
+            out.put_u32(fit(path, "nlink", n.nlink)?);
             out.put_zeros(16);
         }
         if xl.size > 0 {
@@ -740,11 +564,11 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
                 filter |= 1 << bit;
             }
             out.put_u32(!filter);
-            out.put_u8(fit(&n.path, "shared xattr count", xl.shared.len() as u64)?);
+            out.put_u8(fit(path, "shared xattr count", xl.shared.len() as u64)?);
             out.put_zeros(7);
             for off in &xl.shared {
                 out.put_u32(fit(
-                    &n.path,
+                    path,
                     "shared xattr id",
                     (inodes_end % BLOCK_SIZE + off) / 4,
                 )?);
@@ -752,38 +576,34 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
             let entries: Vec<_> = n.xattrs.iter().collect();
             for &i in &xl.inline {
                 let (k, v) = entries[i];
-                put_xattr_entry(&mut out, &n.path, k, v)?;
+                put_xattr_entry(&mut out, path, k, v)?;
             }
             let written = (out.len() - start) as u64;
             out.put_zeros(xl.size - written);
         }
         match n.data {
             Data::Dir => {
-                if n.tail > 0 {
-                    let chunks = dirent_chunks(n.dirents.iter().map(|d| d.name.len()));
+                if p.tail() > 0 {
+                    let chunks = dirent_chunks(n.dirents().iter().map(|d| d.name.len()));
                     if let Some(&(s, e, _)) = chunks.last() {
-                        put_dirents(
-                            &mut out,
-                            &n.path,
-                            &n.dirents[s..e],
-                            &resolved_dirents[idx][s..e],
-                        )?;
+                        let t = targets(n)?;
+                        put_dirents(&mut out, path, &n.dirents()[s..e], &t[s..e])?;
                     }
                 }
             }
             Data::Symlink(t) => {
-                if n.n_blocks == 0 {
+                if p.n_blocks() == 0 {
                     out.extend_from_slice(t);
                 }
             }
             Data::Inline(c) => {
-                if n.tail > 0 {
-                    let tail = usize::try_from(n.tail).map_err(|_| WriteError::TooLarge)?;
+                if p.tail() > 0 {
+                    let tail = usize::try_from(p.tail()).map_err(|_| WriteError::TooLarge)?;
                     out.extend_from_slice(&c[c.len().saturating_sub(tail)..]);
                 }
             }
             Data::External { chunk_count, .. } => {
-                if n.tail > 0 {
+                if p.tail() > 0 {
                     for _ in 0..chunk_count {
                         out.put_u32(NULL_ADDR);
                     }
@@ -804,27 +624,24 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
         return Err(WriteError::Internal("data start mismatch".into()));
     }
 
-    for (idx, n) in nodes.iter().enumerate() {
-        if n.n_blocks == 0 {
+    for (idx, (n, p)) in nodes.iter().zip(&placed).enumerate() {
+        if p.n_blocks() == 0 {
             continue;
         }
         match n.data {
             Data::Dir => {
-                let chunks = dirent_chunks(n.dirents.iter().map(|d| d.name.len()));
-                let blocks = usize::try_from(n.n_blocks).map_err(|_| WriteError::TooLarge)?;
+                let path = node_path(&nodes, idx);
+                let t = targets(n)?;
+                let chunks = dirent_chunks(n.dirents().iter().map(|d| d.name.len()));
+                let blocks = usize::try_from(p.n_blocks()).map_err(|_| WriteError::TooLarge)?;
                 for &(s, e, _) in chunks.iter().take(blocks) {
-                    put_dirents(
-                        &mut out,
-                        &n.path,
-                        &n.dirents[s..e],
-                        &resolved_dirents[idx][s..e],
-                    )?;
+                    put_dirents(&mut out, &path, &n.dirents()[s..e], &t[s..e])?;
                     pad_block(&mut out);
                 }
             }
             Data::Inline(c) => {
                 let blocks =
-                    usize::try_from(n.n_blocks * BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?;
+                    usize::try_from(p.n_blocks() * BLOCK_SIZE).map_err(|_| WriteError::TooLarge)?;
                 out.extend_from_slice(&c[..blocks.min(c.len())]);
                 pad_block(&mut out);
             }
@@ -848,32 +665,34 @@ pub fn write(fs: &FileSystem, options: FormatOptions) -> Result<Vec<u8>, WriteEr
         )));
     }
 
-    // Parse every inode back; refuse an image that says something else than the tree.
-    let expected: Vec<Expect<'_>> = nodes
-        .iter()
-        .zip(&resolved_dirents)
-        .map(|(n, targets)| Expect {
-            path: &n.path,
-            nid: n.nid,
+    // Parse every inode back; refuse an image that says something else than the tree. What
+    // each inode should say is built as it is checked, one at a time.
+    let placed = &placed;
+    let expected = nodes.iter().zip(placed).enumerate().map(|(idx, (n, p))| {
+        Ok(Expect {
+            path: node_path(&nodes, idx),
+            nid: p.nid,
             mode: n.mode,
             uid: n.uid,
             gid: n.gid,
             mtime: n.mtime,
             xattrs: &n.xattrs,
             data: match n.data {
-                Data::Dir => ExpectData::Dir(
-                    n.dirents
-                        .iter()
-                        .zip(targets)
-                        .map(|(d, t)| (&d.name[..], t.0))
-                        .collect(),
-                ),
+                Data::Dir => ExpectData::Dir(Box::new(n.dirents().iter().map(move |d| {
+                    match d.target {
+                        Target::Node(i) => placed
+                            .get(i)
+                            .map(|p| (d.name, p.nid))
+                            .ok_or_else(|| WriteError::Internal(format!("no node {i}"))),
+                        Target::Leaf(_) => Err(WriteError::Internal("unresolved hardlink".into())),
+                    }
+                }))),
                 Data::Symlink(b) | Data::Inline(b) => ExpectData::Bytes(b),
                 Data::External { .. } => ExpectData::External(n.size),
                 Data::None => ExpectData::None,
             },
         })
-        .collect();
-    verify::verify(&out, &expected)?;
+    });
+    verify::verify(&out, expected)?;
     Ok(out)
 }
