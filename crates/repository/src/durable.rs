@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::os::fd::AsFd;
 
 use rustix::fs::{AtFlags, FileType};
-use rustix::io::Errno;
 
 use crate::error::{IoContext, Result};
 use crate::layout;
@@ -59,41 +58,29 @@ impl Repository {
         let mut removed = Vec::new();
         for top in [self.streams_dir(), self.images_dir()] {
             let mut dirty = DirtyDirs::new();
-            let mut todo = vec![String::new()];
-            while let Some(rel) = todo.pop() {
-                let path = self.path().join(top.rel).join(&rel);
-                let owned;
-                let fd = if rel.is_empty() {
-                    top.fd.as_fd()
-                } else {
-                    owned = match layout::open_dir_beneath(top.fd.as_fd(), &rel) {
-                        Ok(fd) => fd,
-                        // Replaced since the listing: a stray for fsck, not ours to follow.
-                        Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
-                        Err(e) => return Err(e).ctx("opening", &path),
-                    };
-                    owned.as_fd()
-                };
-                for entry in layout::list(fd).ctx("reading", &path)? {
+            let base = self.path().join(top.rel);
+            layout::walk(top.fd.as_fd(), &base, |fd, rel, entries| {
+                let mut subdirs = Vec::new();
+                for entry in entries {
                     if !entry.utf8 {
                         continue;
                     }
-                    let child = if rel.is_empty() {
-                        entry.name.clone()
-                    } else {
-                        format!("{rel}/{}", entry.name)
-                    };
                     if entry.kind == FileType::Directory {
-                        todo.push(child);
+                        subdirs.push(entry.name);
                     } else if entry.kind == FileType::Symlink && entry.name.starts_with(&prefix) {
                         crate::fault::point();
                         layout::unlink_if_present(fd, &entry.name, AtFlags::empty())
-                            .ctx("removing", path.join(&entry.name))?;
-                        dirty.insert(rel.clone());
-                        removed.push(format!("{}/{child}", top.rel));
+                            .ctx("removing", base.join(rel).join(&entry.name))?;
+                        dirty.insert(rel.to_owned());
+                        removed.push(if rel.is_empty() {
+                            format!("{}/{}", top.rel, entry.name)
+                        } else {
+                            format!("{}/{rel}/{}", top.rel, entry.name)
+                        });
                     }
                 }
-            }
+                Ok(subdirs)
+            })?;
             self.sync_dirs(top, &dirty)?;
         }
         removed.sort();

@@ -316,3 +316,39 @@ pub(crate) fn clear_tmp(tmp: BorrowedFd<'_>, fresh: &dyn Fn() -> String) -> rust
     }
     Ok(())
 }
+
+/// Walks the directory tree below `top` through descriptors, never following a symlink:
+/// `visit(dir, rel, entries)` gets each directory (`rel` is `""` for `top`) with its listing
+/// and returns the names of the subdirectories to enter. One replaced since its parent was
+/// listed (gone, or no longer a directory) is skipped. `base` is `top`'s path, for messages.
+pub(crate) fn walk(
+    top: BorrowedFd<'_>,
+    base: &std::path::Path,
+    mut visit: impl FnMut(BorrowedFd<'_>, &str, Vec<Entry>) -> crate::Result<Vec<String>>,
+) -> crate::Result<()> {
+    use crate::error::IoContext;
+    let mut todo = vec![String::new()];
+    while let Some(rel) = todo.pop() {
+        let path = base.join(&rel);
+        let owned;
+        let fd = if rel.is_empty() {
+            top
+        } else {
+            owned = match open_dir_beneath(top, &rel) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
+                Err(e) => return Err(e).ctx("opening", &path),
+            };
+            owned.as_fd()
+        };
+        let entries = list(fd).ctx("reading", &path)?;
+        for sub in visit(fd, &rel, entries)? {
+            todo.push(if rel.is_empty() {
+                sub
+            } else {
+                format!("{rel}/{sub}")
+            });
+        }
+    }
+    Ok(())
+}

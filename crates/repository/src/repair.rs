@@ -186,34 +186,20 @@ impl Repository {
             (&self.images, true),
             (&self.objects, false),
         ] {
-            let mut todo = vec![String::new()];
-            while let Some(rel) = todo.pop() {
-                let path = self.path().join(top.rel).join(&rel);
-                let owned;
-                let fd = if rel.is_empty() {
-                    top.fd.as_fd()
-                } else {
-                    owned = match layout::open_dir_beneath(top.fd.as_fd(), &rel) {
-                        Ok(fd) => fd,
-                        Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
-                        Err(e) => return Err(e).ctx("opening", &path),
-                    };
-                    owned.as_fd()
-                };
-                for e in layout::list(fd).ctx("reading", &path)? {
+            let base = self.path().join(top.rel);
+            layout::walk(top.fd.as_fd(), &base, |fd, rel, entries| {
+                let mut subdirs = Vec::new();
+                for e in entries {
                     if !e.utf8 {
-                        self.move_aside_raw(fd, &e.raw, &path.join(&e.name))?;
+                        self.move_aside_raw(fd, &e.raw, &base.join(rel).join(&e.name))?;
                     } else if e.kind == FileType::Directory
                         && (recurse || (rel.is_empty() && e.name.len() == 2))
                     {
-                        todo.push(if rel.is_empty() {
-                            e.name
-                        } else {
-                            format!("{rel}/{}", e.name)
-                        });
+                        subdirs.push(e.name);
                     }
                 }
-            }
+                Ok(subdirs)
+            })?;
         }
         Ok(())
     }
