@@ -130,14 +130,7 @@ fn chaos_many_random_kills() {
 
 /// Runs the copy `bin` of cfsctl on `repo` (as `common::cfsctl` runs the built one).
 fn cli(bin: &Path, repo: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(bin)
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .env_remove("CFS_REPO")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cfsctl")
+    common::cfsctl_binary(bin, repo, args)
 }
 
 /// An image of `files` files of about `size` bytes each, in two layers.

@@ -81,7 +81,12 @@ pub fn shared_corpus(name: &str) -> Option<PathBuf> {
 /// Runs `cfsctl --repo REPO ARGS...` (the binary under test), with stdin closed and `CFS_REPO`
 /// unset so only `--repo` decides the repository.
 pub fn cfsctl<S: AsRef<OsStr>>(repo: &Path, args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cfsctl"))
+    cfsctl_binary(Path::new(env!("CARGO_BIN_EXE_cfsctl")), repo, args)
+}
+
+/// [`cfsctl`] with another copy of the binary (`bin`), e.g. one a test checked and copied.
+pub fn cfsctl_binary<S: AsRef<OsStr>>(bin: &Path, repo: &Path, args: &[S]) -> Output {
+    Command::new(bin)
         .arg("--repo")
         .arg(repo)
         .args(args)
