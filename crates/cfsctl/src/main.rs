@@ -278,7 +278,7 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
                 report.kept_objects
             );
         }
-        Command::Oci(cmd) => oci::run(&open(cli.repo)?, cmd)?,
+        Command::Oci(cmd) => oci::run(&std::sync::Arc::new(open(cli.repo)?), cmd)?,
         Command::Image(cmd) => image::run(cmd)?,
         Command::CreateImage { srcdir, name } => {
             image::create_image(&open(cli.repo)?, &srcdir, name.as_deref())?

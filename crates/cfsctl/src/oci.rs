@@ -4,13 +4,12 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use cfs_oci::manifest::Platform;
-use cfs_oci::progress::PullProgress;
-use cfs_oci::pull::{PullOptions, pull};
+use cfs_oci::pull::{PullEvent, PullOptions, pull};
 use cfs_oci::store::{self, Kind, StoredImage};
 use cfs_repository::Repository;
 use clap::{ArgAction, Args, Subcommand};
@@ -206,7 +205,22 @@ fn short_digest(digest: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
 }
 
-impl PullProgress for Bars {
+impl Bars {
+    fn event(&self, event: PullEvent) {
+        match event {
+            PullEvent::Message(m) => self.message(&m),
+            PullEvent::BlobStarted {
+                index,
+                digest,
+                size,
+            } => self.blob_started(index, &digest, size),
+            PullEvent::BlobProgress { index, bytes } => self.blob_progress(index, bytes),
+            PullEvent::BlobDone { index } => self.blob_done(index),
+            PullEvent::BlobSkipped { index, digest } => self.blob_skipped(index, &digest),
+            _ => {}
+        }
+    }
+
     fn message(&self, msg: &str) {
         self.status.set_message(msg.to_owned());
     }
@@ -324,7 +338,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-fn run_pull(repo: &Repository, args: PullArgs) -> Result<()> {
+fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
     let PullArgs {
         image,
         name,
@@ -361,10 +375,28 @@ fn run_pull(repo: &Repository, args: PullArgs) -> Result<()> {
     };
     let start = std::time::Instant::now();
     let bars = (!quiet && std::io::stderr().is_terminal()).then(Bars::new);
-    let result = match &bars {
-        Some(b) => pull(repo, &image, name, &opts, b),
-        None => pull(repo, &image, name, &opts, &cfs_oci::progress::NoProgress),
-    };
+    // The pull runs in this runtime; its CPU-bound stages run on threads of its own. The
+    // bars are drawn from its events.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let events = bars.is_some().then_some(tx);
+        let draw = async {
+            while let Some(event) = rx.recv().await {
+                if let Some(b) = &bars {
+                    b.event(event);
+                }
+            }
+        };
+        let pulled = pull(Arc::clone(repo), &image, name, &opts, events);
+        let (result, ()) = tokio::join!(pulled, draw);
+        result
+    });
+    // A source that hung after an error (skopeo) must not keep us waiting.
+    rt.shutdown_timeout(Duration::from_millis(200));
     if let Some(b) = &bars {
         b.finish();
     }
@@ -482,9 +514,11 @@ fn images(repo: &Repository, json: bool) -> Result<()> {
 }
 
 /// Runs an OCI subcommand.
-pub fn run(repo: &Repository, cmd: OciCommand) -> Result<()> {
+pub fn run(repo: &Arc<Repository>, cmd: OciCommand) -> Result<()> {
+    let repo_arc = repo;
+    let repo: &Repository = repo;
     match cmd {
-        OciCommand::Pull(args) => run_pull(repo, args)?,
+        OciCommand::Pull(args) => run_pull(repo_arc, args)?,
         OciCommand::Images { json } => images(repo, json)?,
         OciCommand::Inspect {
             name,

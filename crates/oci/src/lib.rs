@@ -2,11 +2,16 @@
 //! named by their diff_id, and images pulled through skopeo and named by their config digest.
 
 pub mod decompress;
+pub mod error;
+pub mod events;
+pub mod ids;
 pub mod layer;
 pub mod manifest;
-pub mod progress;
+mod pipeline;
 pub mod pull;
 pub mod reference;
+mod register;
+pub mod source;
 pub mod store;
 pub mod tar;
 pub mod tree;

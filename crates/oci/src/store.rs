@@ -6,9 +6,9 @@ use std::io::Write;
 
 use cfs_repository::Repository;
 
+use crate::ids::{MANIFEST_REF, blob_content_id, config_content_id, manifest_content_id};
 use crate::layer::layer_content_id;
 use crate::manifest::{self, ManifestError, parse_config, parse_manifest, sha256_hex};
-use crate::pull::{MANIFEST_REF, blob_content_id, config_content_id, manifest_content_id};
 use crate::reference::is_sha256_hex;
 
 /// Why a stored image could not be found or read.
