@@ -19,21 +19,76 @@
 //!    streams only if both of their digests matched), and the name is pointed at it
 //!    ([`crate::register`]).
 //!
-//! ```no_run
-//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! A pull from inside a tokio runtime, with its events (this example runs as a doc-test; the
+//! hidden lines write a one-layer OCI layout to pull):
+//!
+//! ```
+//! # use std::io::Write as _;
+//! # use sha2::Digest as _;
+//! # fn blob(dir: &std::path::Path, data: &[u8]) -> (String, usize) {
+//! #     let hex = hex::encode(sha2::Sha256::digest(data));
+//! #     std::fs::write(dir.join("blobs/sha256").join(&hex), data).unwrap();
+//! #     (format!("sha256:{hex}"), data.len())
+//! # }
+//! # let tmp = tempfile::tempdir()?;
+//! # let layout = tmp.path().join("layout");
+//! # std::fs::create_dir_all(layout.join("blobs/sha256"))?;
+//! # std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
+//! # let mut t = tar::Builder::new(Vec::new());
+//! # let mut h = tar::Header::new_ustar();
+//! # h.set_size(6); h.set_mode(0o644); h.set_cksum();
+//! # t.append_data(&mut h, "etc/motd", &b"hello\n"[..])?;
+//! # let tar = t.into_inner()?;
+//! # let diff_id = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&tar)));
+//! # let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+//! # gz.write_all(&tar)?;
+//! # let (layer, layer_size) = blob(&layout, &gz.finish()?);
+//! # let config = serde_json::json!({"architecture": "amd64", "os": "linux",
+//! #     "rootfs": {"type": "layers", "diff_ids": [diff_id]}});
+//! # let (config, config_size) = blob(&layout, config.to_string().as_bytes());
+//! # let manifest = serde_json::json!({"schemaVersion": 2,
+//! #     "mediaType": "application/vnd.oci.image.manifest.v1+json",
+//! #     "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+//! #                "digest": config, "size": config_size},
+//! #     "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+//! #                 "digest": layer, "size": layer_size}]});
+//! # let (manifest, manifest_size) = blob(&layout, manifest.to_string().as_bytes());
+//! # let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+//! #     "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest,
+//! #     "size": manifest_size,
+//! #     "annotations": {"org.opencontainers.image.ref.name": "v1"}}]});
+//! # std::fs::write(layout.join("index.json"), index.to_string())?;
 //! use std::sync::Arc;
-//! let repo = Arc::new(cfs_repository::Repository::open("/var/lib/cfs".as_ref())?);
-//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-//! let progress = tokio::spawn(async move {
-//!     while let Some(event) = rx.recv().await {
-//!         eprintln!("{event:?}");
-//!     }
-//! });
-//! let opts = cfs_oci::pull::PullOptions::default();
-//! let r = cfs_oci::pull::pull(repo, "oci:/srv/layout:v1", None, &opts, Some(tx)).await?;
-//! progress.await?;
-//! println!("{} is {}", r.name, r.image_id);
-//! # Ok(()) }
+//! use cfs_oci::pull::{PullEvent, PullOptions, pull};
+//! use cfs_repository::{HashAlgorithm, InitVerity, Repository};
+//!
+//! # let repo_path = tmp.path().join("repo");
+//! let repo = Repository::init(&repo_path, HashAlgorithm::Sha256, InitVerity::Insecure)?;
+//! let repo = Arc::new(repo);
+//! let image = format!("oci:{}:v1", layout.display());
+//!
+//! let opts = PullOptions::default();
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! let result = rt.block_on(async {
+//!     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//!     // Progress arrives as events; here they are counted while the pull runs.
+//!     let events = async move {
+//!         let mut layers_done = 0;
+//!         while let Some(event) = rx.recv().await {
+//!             if let PullEvent::BlobDone { .. } = event {
+//!                 layers_done += 1;
+//!             }
+//!         }
+//!         layers_done
+//!     };
+//!     let pulled = pull(Arc::clone(&repo), &image, Some("demo"), &opts, Some(tx));
+//!     let (result, layers_done) = tokio::join!(pulled, events);
+//!     assert_eq!(layers_done, 1);
+//!     result
+//! })?;
+//! assert_eq!(result.name, "demo");
+//! assert_eq!(result.image_id, config);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::collections::HashSet;
