@@ -3,6 +3,7 @@
 
 pub mod decompress;
 pub mod layer;
+pub mod local;
 pub mod manifest;
 pub mod progress;
 pub mod pull;
