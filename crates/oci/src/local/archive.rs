@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -347,6 +347,11 @@ fn index_members(file: &File, path: &Path) -> Result<HashMap<String, Member>, Lo
             source: e,
         })?
         .len();
+    let mut start = file;
+    start.seek(SeekFrom::Start(0)).map_err(|e| LocalError::Io {
+        path: path.to_owned(),
+        source: e,
+    })?;
     let mut input = Input {
         reader: BufReader::with_capacity(64 * 1024, file),
         offset: 0,
