@@ -6,6 +6,7 @@ pub mod error;
 pub mod events;
 pub mod ids;
 pub mod layer;
+pub mod local;
 pub mod manifest;
 mod pipeline;
 pub mod pull;

@@ -9,7 +9,7 @@
 
 mod entries;
 mod fields;
-mod parser;
+pub(crate) mod parser;
 mod split;
 
 pub use entries::{Entries, entries};
