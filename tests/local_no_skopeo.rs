@@ -46,7 +46,6 @@ fn last_line(out: &str) -> String {
 }
 
 #[test]
-#[ignore = "needs the native local sources in the pull (lead integrates)"]
 fn local_sources_pull_without_skopeo() {
     if !common::require_tool("skopeo") {
         return;

@@ -41,7 +41,7 @@ const MAX_MANIFEST: u64 = 16 << 20;
 
 impl OpenedSource for Opened<'_> {
     fn manifest<'a>(&'a self, hex: &'a str) -> BoxFuture<'a, Result<Vec<u8>, SourceError>> {
-        Box::pin(async move { Ok(self.0.read_blob(hex, MAX_MANIFEST)?) })
+        Box::pin(async move { Ok(self.0.read_manifest(hex, MAX_MANIFEST)?) })
     }
 
     fn small_blob<'a>(

@@ -9,7 +9,7 @@
 //! A source only delivers bytes. It checks nothing the pull relies on: every manifest, config
 //! and blob is hashed by the pull and compared with the digest that names it.
 
-// TEMP-LOCAL pub mod local;
+pub mod local;
 pub mod skopeo;
 
 use std::io::Read;
@@ -18,8 +18,9 @@ use std::path::PathBuf;
 use futures_util::future::BoxFuture;
 use tokio::io::AsyncRead;
 
+use crate::local::{LocalError, LocalKind};
 use crate::manifest::Platform;
-use crate::reference::ImageRef;
+use crate::reference::{ImageRef, Transport};
 
 /// Why a source could not deliver something.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,9 @@ pub enum SourceError {
         /// Why it cannot be asked.
         message: String,
     },
+    /// A local layout, archive or directory is unreadable or malformed.
+    #[error(transparent)]
+    Local(Box<LocalError>),
     /// Something local (temporary files) failed.
     #[error("{what}: {source}")]
     Io {
@@ -62,6 +66,12 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<LocalError> for SourceError {
+    fn from(e: LocalError) -> Self {
+        SourceError::Local(Box::new(e))
+    }
 }
 
 /// How to reach the source (what `PullOptions` says about it).
@@ -161,5 +171,13 @@ pub trait OpenedSource: Send + Sync {
 
 /// The source for `iref`.
 pub fn open(iref: &ImageRef, opts: &SourceOptions) -> Result<Box<dyn Source>, SourceError> {
-    Ok(Box::new(skopeo::Skopeo::new(iref, opts)?))
+    let local = |kind| -> Result<Box<dyn Source>, SourceError> {
+        Ok(Box::new(local::Local::open(kind, &iref.details)?))
+    };
+    match iref.transport {
+        Transport::Oci => local(LocalKind::Layout),
+        Transport::OciArchive => local(LocalKind::Archive),
+        Transport::Dir => local(LocalKind::Dir),
+        _ => Ok(Box::new(skopeo::Skopeo::new(iref, opts)?)),
+    }
 }
