@@ -1,7 +1,7 @@
 //! `cargo xtask ci`: the project's whole check, as CI runs it (`.ci/run`) and as README.md
-//! tells developers to run it: installs the tools the tests use, then format, lints, the
-//! fixtures, every test, a fuzzing smoke run, and the fs-verity tests in a VM
-//! (`cargo xtask vm-test`).
+//! tells developers to run it: installs the tools the tests use, then format, lints, import
+//! cycles (`cargo xtask check-cycles`, every crate), the fixtures, every test, a fuzzing smoke
+//! run, and the fs-verity tests in a VM (`cargo xtask vm-test`).
 
 use std::process::Command;
 
@@ -58,6 +58,8 @@ pub fn run(args: Args) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    step("check-cycles (no import cycles between modules, every crate)");
+    run_command(cargo().args(["xtask", "check-cycles"]))?;
     step("fixtures (Debian OCI images)");
     run_command(cargo().args(["xtask", "fixtures"]))?;
     step("cargo test");

@@ -9,7 +9,8 @@
 //! - `bench` ([`bench`]): the end-to-end pull benchmark, written to docs/performance.md;
 //!   `bench --many-files N` ([`many_files`]): peak RSS of each command on a layer of N files.
 //! - `chaos` ([`chaos`]): SIGKILL pulls at random points, 100 times; fsck and re-pull each time.
-//! - `ci` ([`ci`]): everything CI checks (tools, fmt, clippy, fixtures, tests).
+//! - `check-cycles` ([`cycles`]): import cycles between the modules of each crate.
+//! - `ci` ([`ci`]): everything CI checks (tools, fmt, clippy, cycles, fixtures, tests).
 //! - `fixtures` ([`fixtures`]): build and cache the Debian OCI images used by end-to-end tests
 //!   and benchmarks (see `docs/fixtures.md`).
 //! - `fuzz` ([`fuzz`]): build and run the libFuzzer targets in `fuzz/` (`--smoke` for CI).
@@ -19,6 +20,7 @@
 mod bench;
 mod chaos;
 mod ci;
+mod cycles;
 mod demo;
 mod fixtures;
 mod fuzz;
@@ -45,6 +47,8 @@ struct Cli {
 enum Command {
     /// SIGKILL `cfsctl oci pull` at random points (100 times): fsck and re-pull after each.
     Chaos(chaos::Args),
+    /// Report import cycles between sibling modules of each crate (fails if there is one).
+    CheckCycles(cycles::Args),
     /// Run every check CI runs (installs the test tools with apt-get if missing).
     Ci(ci::Args),
     /// Benchmark pulls against their bounds and peers; writes docs/performance.md.
@@ -63,6 +67,7 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Chaos(args) => chaos::run(args),
+        Command::CheckCycles(args) => cycles::run(args),
         Command::Ci(args) => ci::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),

@@ -3,27 +3,16 @@
 //! `syncfs` that precedes naming). Also the cleanup of the temporary links a killed process can
 //! leave between creating a link and renaming it into place. Rules: docs/repository.md.
 //! Every directory is reached through the repository's descriptors ([`crate::layout`]).
+//! The dirty-directory set itself ([`DirtyDirs`]) is the repository core's, which fills it as
+//! it creates names, so that module needs nothing from this one.
 
-use std::collections::BTreeSet;
 use std::os::fd::AsFd;
 
 use rustix::fs::{AtFlags, FileType};
 
 use crate::error::{IoContext, Result};
 use crate::layout;
-use crate::repository::{Dir, Repository};
-
-/// Directories under one of the repository's [`Dir`]s (`""` is the `Dir` itself) whose entries
-/// changed: each is fsynced once by [`Repository::sync_dirs`].
-pub(crate) type DirtyDirs = BTreeSet<String>;
-
-/// What temporary link names are made of: `.tmp-link-<pid>-<n>-<nanos>`.
-pub(crate) const TEMP_LINK: &str = "link";
-
-/// The directory part of `rel` (`""` for a name directly in the `Dir`).
-pub(crate) fn parent_of(rel: &str) -> &str {
-    rel.rsplit_once('/').map_or("", |(p, _)| p)
-}
+use crate::repository::{Dir, DirtyDirs, Repository, TEMP_LINK};
 
 impl Repository {
     /// Fsyncs every directory in `dirty` (relative to `dir`), so that the entries created,

@@ -137,7 +137,7 @@ pub enum Error {
         /// The lock file.
         path: PathBuf,
         /// The lock that was wanted.
-        mode: crate::lock::LockMode,
+        mode: LockMode,
         /// How long it waited.
         waited_ms: u64,
         /// Who holds it (pid and command, where visible).
@@ -183,6 +183,26 @@ impl<T> IoContext<T> for rustix::io::Result<T> {
             op,
             path: path.into(),
             source: e.into(),
+        })
+    }
+}
+
+/// Shared (writers, readers, mounts) or exclusive (gc, repair): how [`crate::lock`] takes the
+/// repository lock. Defined here because [`Error::LockTimeout`] names it (`lock` uses `error`,
+/// not the other way round); also `lock::LockMode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// Many holders at once.
+    Shared,
+    /// One holder, nobody else.
+    Exclusive,
+}
+
+impl std::fmt::Display for LockMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Shared => "shared",
+            Self::Exclusive => "exclusive",
         })
     }
 }

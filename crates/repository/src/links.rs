@@ -11,11 +11,10 @@ use rustix::io::Errno;
 use serde::Serialize;
 
 use crate::digest::ObjectId;
-use crate::durable::DirtyDirs;
 use crate::error::{Error, IoContext, Result};
 use crate::layout;
 use crate::names::{check_content_id, check_ref_name};
-use crate::repository::{Dir, Repository};
+use crate::repository::{Dir, DirtyDirs, Repository};
 use crate::splitstream::{SplitStreamReader, SplitStreamWriter};
 
 /// Where a reference points, for listings.

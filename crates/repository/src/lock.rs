@@ -23,23 +23,8 @@ pub const LOCK_TIMEOUT_ENV: &str = "CFS_LOCK_TIMEOUT";
 /// The default wait for the lock.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Shared (writers, readers, mounts) or exclusive (gc, repair).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LockMode {
-    /// Many holders at once.
-    Shared,
-    /// One holder, nobody else.
-    Exclusive,
-}
-
-impl std::fmt::Display for LockMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Shared => "shared",
-            Self::Exclusive => "exclusive",
-        })
-    }
-}
+// Defined beside `Error`, whose lock timeout names it, so that `error` needs nothing from here.
+pub use crate::error::LockMode;
 
 /// The open lock file.
 pub(crate) struct RepoLock {

@@ -17,6 +17,7 @@
 //! but not yet named. Everything below the root is reached through descriptors opened without
 //! following symlinks ([`crate::layout`]): a damaged layout is refused, never followed.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -27,17 +28,27 @@ use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::digest::{HashAlgorithm, ObjectId};
-use crate::durable::{DirtyDirs, TEMP_LINK, parent_of};
 use crate::error::{Error, IoContext, Result};
 use crate::fsverity::{self, FsVerityHasher, VerityError};
 use crate::layout::{self, LAYOUT_DIRS, OpenFileError};
-pub use crate::links::RefEntry;
 use crate::lock::{LockMode, RepoLock};
 use crate::meta::{FORMAT_NAME, read_meta};
 pub use crate::meta::{FORMAT_VERSION, InitVerity, Meta, VerityMode};
 pub use object_writer::ObjectWriter;
 
 mod object_writer;
+
+/// Directories under one of the repository's [`Dir`]s (`""` is the `Dir` itself) whose entries
+/// changed: each is fsynced once by [`Repository::sync_dirs`] (in `durable.rs`).
+pub(crate) type DirtyDirs = BTreeSet<String>;
+
+/// What temporary link names are made of: `.tmp-link-<pid>-<n>-<nanos>`.
+pub(crate) const TEMP_LINK: &str = "link";
+
+/// The directory part of `rel` (`""` for a name directly in the `Dir`).
+pub(crate) fn parent_of(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or("", |(p, _)| p)
+}
 
 /// A directory relative to the repository root, with the path kept for messages.
 pub(crate) struct Dir {
