@@ -229,6 +229,15 @@ pub struct LocalSource {
     inner: Inner,
 }
 
+impl std::fmt::Debug for LocalSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSource")
+            .field("kind", &self.kind())
+            .field("selected", &self.selected())
+            .finish_non_exhaustive()
+    }
+}
+
 enum Inner {
     Layout(layout::Layout),
     Archive(archive::Archive),
@@ -379,6 +388,23 @@ pub(crate) enum BlobInner {
         remaining: u64,
         path: PathBuf,
     },
+}
+
+impl std::fmt::Debug for LocalBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (path, remaining) = match &self.inner {
+            BlobInner::File {
+                path, remaining, ..
+            }
+            | BlobInner::Range {
+                path, remaining, ..
+            } => (path, remaining),
+        };
+        f.debug_struct("LocalBlob")
+            .field("path", path)
+            .field("remaining", remaining)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalBlob {
