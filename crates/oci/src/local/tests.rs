@@ -523,6 +523,18 @@ fn compressed_archives_are_decompressed_once() {
         std::fs::write(&archive, &bytes).expect("write");
         check_image(&open(LocalKind::Archive, &archive, "one").expect("open"), 1);
     }
+    // A decompression bound: refused once the temporary copy passes it, naming it.
+    let e = LocalSource::open_with(
+        LocalKind::Archive,
+        &format!("{}:one", archive.display()),
+        4096,
+    )
+    .expect_err("bounded");
+    assert!(
+        matches!(e, LocalError::ArchiveTooLarge { max: 4096, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("4096"), "{e}");
     std::fs::write(&archive, b"BZh91AY&SY").expect("write");
     let msg = open(LocalKind::Archive, &archive, "one")
         .expect_err("bzip2")
