@@ -8,6 +8,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use cfs_oci::local::{LocalKind, LocalSource};
 use serde_json::Value;
@@ -81,7 +82,10 @@ fn hex_of(d: &Value) -> String {
 /// image manifests it holds.
 fn check(reference: &str) -> usize {
     let (kind, details) = kind_of(reference);
+    let started = Instant::now();
     let src = LocalSource::open(kind, details).unwrap_or_else(|e| panic!("{reference}: {e}"));
+    let opened = started.elapsed();
+    let mut bytes = 0u64;
     let top = src
         .top_manifest()
         .unwrap_or_else(|e| panic!("{reference}: {e}"));
@@ -133,6 +137,7 @@ fn check(reference: &str) -> usize {
                 total += n as u64;
             }
             assert_eq!(total, size, "{reference}: layer {hex} length");
+            bytes += total;
             assert_eq!(
                 hex::encode(hasher.finalize()),
                 hex,
@@ -140,6 +145,10 @@ fn check(reference: &str) -> usize {
             );
         }
     }
+    eprintln!(
+        "{reference}: opened in {opened:?}; {bytes} layer bytes read and hashed in {:?} in all",
+        started.elapsed()
+    );
     manifests.len()
 }
 

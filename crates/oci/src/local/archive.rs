@@ -141,10 +141,10 @@ fn kind_of(entry: &TarEntry) -> Kind {
 }
 
 impl Archive {
-    pub(crate) fn open(details: &str) -> Result<Self, LocalError> {
+    pub(crate) fn open(details: &str, max_decompressed: u64) -> Result<Self, LocalError> {
         let (path, reference) = split_reference(details)?;
         let original = open_user_file(&path)?;
-        let file = decompressed(original, &path)?;
+        let file = decompressed(original, &path, max_decompressed)?;
         let members = index_members(&file, &path)?;
         let mut archive = Self {
             file: Arc::new(file),
@@ -290,8 +290,8 @@ impl Archive {
 }
 
 /// The archive itself if it is not compressed, else its decompressed copy in an anonymous
-/// temporary file.
-fn decompressed(file: File, path: &Path) -> Result<File, LocalError> {
+/// temporary file, refused once it passes `max` bytes.
+fn decompressed(file: File, path: &Path, max: u64) -> Result<File, LocalError> {
     let mut head = [0u8; 6];
     let mut n = 0;
     while n < head.len() {
@@ -330,7 +330,14 @@ fn decompressed(file: File, path: &Path) -> Result<File, LocalError> {
     };
     let mut tmp = tempfile::tempfile_in(&tmp_dir).map_err(fail)?;
     let (mut decoder, _) = Decompressor::new(&file).map_err(fail)?;
-    std::io::copy(&mut decoder, &mut tmp).map_err(fail)?;
+    let copied =
+        std::io::copy(&mut (&mut decoder).take(max.saturating_add(1)), &mut tmp).map_err(fail)?;
+    if copied > max {
+        return Err(LocalError::ArchiveTooLarge {
+            path: path.to_owned(),
+            max,
+        });
+    }
     Ok(tmp)
 }
 

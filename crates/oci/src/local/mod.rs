@@ -37,6 +37,10 @@ use crate::reference::is_sha256_hex;
 /// are a few KiB, and containers/image bounds registry manifests at 4 MiB).
 pub const MAX_MANIFEST: u64 = 32 << 20;
 
+/// How large a compressed `oci-archive:` may decompress to by default (256 GiB: four layers at
+/// the pull's default `--max-layer-size`); see [`LocalSource::open_with`].
+pub const DEFAULT_MAX_DECOMPRESSED_ARCHIVE: u64 = 256 << 30;
+
 /// Which local transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalKind {
@@ -163,6 +167,14 @@ pub enum LocalError {
         /// The bound.
         max: u64,
     },
+    /// A compressed archive decompresses to more than the bound it was opened with.
+    #[error("{}: decompresses to more than {max} bytes, the bound for a compressed archive; refused", path.display())]
+    ArchiveTooLarge {
+        /// The archive.
+        path: PathBuf,
+        /// The bound.
+        max: u64,
+    },
     /// A file changed length while it was read.
     #[error("{}: {read} bytes read where {expected} were stored (changed while read)", path.display())]
     Changed {
@@ -229,6 +241,15 @@ pub struct LocalSource {
     inner: Inner,
 }
 
+impl std::fmt::Debug for LocalSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSource")
+            .field("kind", &self.kind())
+            .field("selected", &self.selected())
+            .finish_non_exhaustive()
+    }
+}
+
 enum Inner {
     Layout(layout::Layout),
     Archive(archive::Archive),
@@ -241,9 +262,21 @@ impl LocalSource {
     /// `oci-layout` and `index.json` and selects the entry (an archive is indexed, and
     /// decompressed first if it must be); for `dir:`, it checks `version`.
     pub fn open(kind: LocalKind, details: &str) -> Result<Self, LocalError> {
+        Self::open_with(kind, details, DEFAULT_MAX_DECOMPRESSED_ARCHIVE)
+    }
+
+    /// [`LocalSource::open`], with the largest size a compressed `oci-archive:` may decompress
+    /// to (into its temporary file) before it is refused with [`LocalError::ArchiveTooLarge`].
+    pub fn open_with(
+        kind: LocalKind,
+        details: &str,
+        max_decompressed: u64,
+    ) -> Result<Self, LocalError> {
         let inner = match kind {
             LocalKind::Layout => Inner::Layout(layout::Layout::open(details)?),
-            LocalKind::Archive => Inner::Archive(archive::Archive::open(details)?),
+            LocalKind::Archive => {
+                Inner::Archive(archive::Archive::open(details, max_decompressed)?)
+            }
             LocalKind::Dir => Inner::Dir(dir::DirSource::open(details)?),
         };
         Ok(Self { inner })
@@ -379,6 +412,23 @@ pub(crate) enum BlobInner {
         remaining: u64,
         path: PathBuf,
     },
+}
+
+impl std::fmt::Debug for LocalBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (path, remaining) = match &self.inner {
+            BlobInner::File {
+                path, remaining, ..
+            }
+            | BlobInner::Range {
+                path, remaining, ..
+            } => (path, remaining),
+        };
+        f.debug_struct("LocalBlob")
+            .field("path", path)
+            .field("remaining", remaining)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalBlob {

@@ -167,8 +167,7 @@ fn layout_selects_by_ref_and_reads_every_blob() {
         3,
     );
     let msg = open(LocalKind::Layout, tmp.path(), "")
-        .err()
-        .expect("two entries")
+        .expect_err("two entries")
         .to_string();
     assert!(
         msg.contains("2 entries") && msg.contains("one, two"),
@@ -180,9 +179,7 @@ fn layout_selects_by_ref_and_reads_every_blob() {
 fn a_missing_ref_is_named_with_the_refs_there() {
     let tmp = tempfile::tempdir().expect("tmp");
     write_tree(tmp.path(), &layout_files(&[("one", 1), ("two", 2)]));
-    let e = open(LocalKind::Layout, tmp.path(), "three")
-        .err()
-        .expect("missing");
+    let e = open(LocalKind::Layout, tmp.path(), "three").expect_err("missing");
     assert!(matches!(e, LocalError::RefNotFound { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(
@@ -205,9 +202,9 @@ fn non_hex_names_and_other_algorithms_are_refused() {
         &"a".repeat(63),
         "/etc/passwd",
     ] {
-        let e = src.read_blob(bad, 100).err().expect("bad name");
+        let e = src.read_blob(bad, 100).expect_err("bad name");
         assert!(matches!(e, LocalError::BadBlobName { .. }), "{bad}: {e:?}");
-        let e = src.open_blob(bad, 1).err().expect("bad name");
+        let e = src.open_blob(bad, 1).expect_err("bad name");
         assert!(matches!(e, LocalError::BadBlobName { .. }), "{bad}: {e:?}");
     }
     // An index entry naming another algorithm, or a malformed digest.
@@ -217,9 +214,7 @@ fn non_hex_names_and_other_algorithms_are_refused() {
     ] {
         let idx = serde_json::json!({"manifests": [entry("x", &digest, 10)]});
         std::fs::write(tmp.path().join("index.json"), idx.to_string()).expect("write");
-        let e = open(LocalKind::Layout, tmp.path(), "x")
-            .err()
-            .expect("algorithm");
+        let e = open(LocalKind::Layout, tmp.path(), "x").expect_err("algorithm");
         assert!(matches!(e, LocalError::UnsupportedDigest { .. }), "{e:?}");
         assert!(e.to_string().contains(&digest), "{e}");
     }
@@ -235,7 +230,7 @@ fn a_fifo_device_or_directory_at_a_blob_path_is_refused_without_blocking() {
     std::fs::remove_file(blob_dir.join(&config)).expect("rm");
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &blob_dir.join(&config),
+        blob_dir.join(&config),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o644),
         0,
@@ -270,7 +265,7 @@ fn symlinks_inside_a_layout_are_not_followed() {
     std::fs::remove_file(&p).expect("rm");
     std::os::unix::fs::symlink(outside.path().join("secret"), &p).expect("symlink");
     let src = open(LocalKind::Layout, tmp.path(), "one").expect("open");
-    let e = src.read_blob(&blobs[0].0, 100).err().expect("symlink");
+    let e = src.read_blob(&blobs[0].0, 100).expect_err("symlink");
     assert!(e.to_string().contains("a symlink"), "{e}");
     // A symlinked blobs directory, too.
     let blobs_dir = tmp.path().join("blobs");
@@ -278,8 +273,7 @@ fn symlinks_inside_a_layout_are_not_followed() {
     std::os::unix::fs::symlink(outside.path().join("blobs"), &blobs_dir).expect("symlink");
     let e = src
         .read_blob(&blobs[1].0, 1 << 20)
-        .err()
-        .expect("symlinked dir");
+        .expect_err("symlinked dir");
     assert!(e.to_string().contains("symlink"), "{e}");
 }
 
@@ -291,7 +285,7 @@ fn a_size_mismatch_names_both_sizes() {
     let (_, blobs) = image(1);
     let layer = &blobs[1];
     let src = open(LocalKind::Layout, tmp.path(), "one").expect("open");
-    let e = src.open_blob(&layer.0, 2999).err().expect("mismatch");
+    let e = src.open_blob(&layer.0, 2999).expect_err("mismatch");
     assert!(
         matches!(
             e,
@@ -304,7 +298,7 @@ fn a_size_mismatch_names_both_sizes() {
         "{e:?}"
     );
     assert!(e.to_string().contains(&layer.0), "{e}");
-    let e = src.read_blob(&layer.0, 2999).err().expect("too large");
+    let e = src.read_blob(&layer.0, 2999).expect_err("too large");
     assert!(
         matches!(
             e,
@@ -320,7 +314,7 @@ fn a_size_mismatch_names_both_sizes() {
     let archive = tmp.path().join("a.tar");
     std::fs::write(&archive, finish(tar_of(&files, ""))).expect("write");
     let src = open(LocalKind::Archive, &archive, "one").expect("archive");
-    let e = src.open_blob(&layer.0, 3001).err().expect("mismatch");
+    let e = src.open_blob(&layer.0, 3001).expect_err("mismatch");
     assert!(
         matches!(
             e,
@@ -344,7 +338,7 @@ fn the_top_manifest_must_match_its_index_entry() {
     other[last] = b' ';
     std::fs::write(tmp.path().join("blobs/sha256").join(sha(&m)), &other).expect("write");
     let src = open(LocalKind::Layout, tmp.path(), "one").expect("open");
-    let e = src.top_manifest().err().expect("mismatch");
+    let e = src.top_manifest().expect_err("mismatch");
     assert!(matches!(e, LocalError::ManifestMismatch { .. }), "{e:?}");
     assert!(e.to_string().contains(&sha(&other)), "{e}");
 }
@@ -359,14 +353,11 @@ fn the_oci_layout_file_is_checked() {
     )
     .expect("write");
     let msg = open(LocalKind::Layout, tmp.path(), "one")
-        .err()
-        .expect("v2")
+        .expect_err("v2")
         .to_string();
     assert!(msg.contains("2.0.0") && msg.contains("oci-layout"), "{msg}");
     std::fs::remove_file(tmp.path().join("oci-layout")).expect("rm");
-    let e = open(LocalKind::Layout, tmp.path(), "one")
-        .err()
-        .expect("missing");
+    let e = open(LocalKind::Layout, tmp.path(), "one").expect_err("missing");
     assert!(matches!(e, LocalError::Missing { .. }), "{e:?}");
 }
 
@@ -428,7 +419,7 @@ fn the_last_duplicate_member_wins_and_names_above_the_top_are_not_the_layout() {
         .collect();
     std::fs::write(&archive, finish(tar_of(&only_outside, ""))).expect("write");
     let src = open(LocalKind::Archive, &archive, "one").expect("open");
-    let e = src.top_manifest().err().expect("missing");
+    let e = src.top_manifest().expect_err("missing");
     assert!(matches!(e, LocalError::Missing { .. }), "{e:?}");
 }
 
@@ -475,7 +466,7 @@ fn links_special_members_and_directories_in_archives_are_refused() {
         tar.extend(last);
         std::fs::write(&archive, finish(tar)).expect("write");
         let src = open(LocalKind::Archive, &archive, "one").expect("open");
-        let e = src.read_blob(&blobs[0].0, 1 << 20).err().expect("refused");
+        let e = src.read_blob(&blobs[0].0, 1 << 20).expect_err("refused");
         assert!(matches!(e, LocalError::Member { .. }), "{what}: {e:?}");
         let msg = e.to_string();
         assert!(msg.contains(what) && msg.contains(named), "{what}: {msg}");
@@ -485,8 +476,7 @@ fn links_special_members_and_directories_in_archives_are_refused() {
     tar.extend(member("index.json", b'1', b"", "oci-layout"));
     std::fs::write(&archive, finish(tar)).expect("write");
     let msg = open(LocalKind::Archive, &archive, "one")
-        .err()
-        .expect("hardlink")
+        .expect_err("hardlink")
         .to_string();
     assert!(
         msg.contains("hardlink") && msg.contains("index.json"),
@@ -512,16 +502,12 @@ fn truncated_archives_are_refused() {
     }
     for cut in cuts {
         std::fs::write(&archive, &tar[..cut]).expect("write");
-        let e = open(LocalKind::Archive, &archive, "one")
-            .err()
-            .expect("truncated");
+        let e = open(LocalKind::Archive, &archive, "one").expect_err("truncated");
         assert!(e.to_string().contains("truncated"), "cut at {cut}: {e}");
     }
     // Not a tar at all.
     std::fs::write(&archive, vec![b'x'; 4096]).expect("write");
-    let e = open(LocalKind::Archive, &archive, "one")
-        .err()
-        .expect("garbage");
+    let e = open(LocalKind::Archive, &archive, "one").expect_err("garbage");
     assert!(matches!(e, LocalError::Tar { .. }), "{e:?}");
 }
 
@@ -537,10 +523,21 @@ fn compressed_archives_are_decompressed_once() {
         std::fs::write(&archive, &bytes).expect("write");
         check_image(&open(LocalKind::Archive, &archive, "one").expect("open"), 1);
     }
+    // A decompression bound: refused once the temporary copy passes it, naming it.
+    let e = LocalSource::open_with(
+        LocalKind::Archive,
+        &format!("{}:one", archive.display()),
+        4096,
+    )
+    .expect_err("bounded");
+    assert!(
+        matches!(e, LocalError::ArchiveTooLarge { max: 4096, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("4096"), "{e}");
     std::fs::write(&archive, b"BZh91AY&SY").expect("write");
     let msg = open(LocalKind::Archive, &archive, "one")
-        .err()
-        .expect("bzip2")
+        .expect_err("bzip2")
         .to_string();
     assert!(msg.contains("bzip2"), "{msg}");
 }
@@ -616,8 +613,7 @@ fn dir_sources_in_both_versions() {
     )
     .expect("write");
     let msg = open(LocalKind::Dir, tmp.path(), "")
-        .err()
-        .expect("v9")
+        .expect_err("v9")
         .to_string();
     assert!(
         msg.contains("Version: 9") && msg.contains("version"),
@@ -630,5 +626,5 @@ fn dir_sources_in_both_versions() {
     let e = open(LocalKind::Dir, tmp.path(), "")
         .expect("open")
         .top_manifest();
-    assert!(e.err().expect("symlink").to_string().contains("a symlink"));
+    assert!(e.expect_err("symlink").to_string().contains("a symlink"));
 }
