@@ -262,6 +262,24 @@ impl Paths {
     }
 }
 
+/// `cargo xtask fixtures` with its defaults, in this process: builds the fixtures in
+/// `$CFS_FIXTURES` (else `<workspace>/target/fixtures`) unless they are cached; returns that
+/// directory.
+pub(crate) fn ensure_default() -> Result<PathBuf> {
+    let out = std::env::var_os("CFS_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target/fixtures"));
+    run(Args {
+        force: false,
+        refetch: false,
+        out: Some(out.clone()),
+        mirror: std::env::var("CFS_DEBIAN_MIRROR")
+            .unwrap_or_else(|_| "http://deb.debian.org/debian".into()),
+        big: None,
+    })?;
+    Ok(out)
+}
+
 /// Entry point of `cargo xtask fixtures`.
 pub fn run(mut args: Args) -> Result<()> {
     let start = Instant::now();

@@ -42,8 +42,11 @@ const RECIPE: u64 = 1;
 /// Regular files in the whole image (the image: 28.5k).
 const FILES: usize = 28_500;
 
+/// A compressor: program and arguments (stdin to stdout).
+type Compressor = (&'static str, &'static [&'static str]);
+
 /// The tags of the layout, with their layer media type and compressor.
-const VARIANTS: &[(&str, &str, Option<(&str, &[&str])>)] = &[
+const VARIANTS: &[(&str, &str, Option<Compressor>)] = &[
     (
         "big-gzip",
         "application/vnd.oci.image.layer.v1.tar+gzip",

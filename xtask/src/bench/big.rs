@@ -58,15 +58,23 @@ pub fn run(s: &Setup) -> Result<()> {
     } else {
         None
     };
+    let scale_dir = scale::cache_dir(&s.cache);
     let scaling = if s.scale {
-        Some(scale::ensure(&scale::cache_dir(&s.cache))?)
+        Some(scale::ensure(&scale_dir)?)
     } else {
         None
     };
     let registry = Registry::start(&s.cache.join("registry"))?;
     let oci = |tag: &str| format!("oci:{}:{tag}", layout.display());
     registry.push(&oci(GZIP), "big:gzip")?;
-    let xtask = std::env::current_exe().context("no path of the xtask binary")?;
+    // A copy of this binary runs the stages: the original may be rebuilt meanwhile (a shared
+    // target directory).
+    let xtask = s.cache.join("xtask-stages");
+    std::fs::copy(
+        std::env::current_exe().context("no path of the xtask binary")?,
+        &xtask,
+    )
+    .with_context(|| format!("cannot copy the xtask binary to {}", xtask.display()))?;
     let blobs = |tag: &str| -> Result<String> {
         Ok(layer_blobs(&big, &layout, tag)?
             .iter()
@@ -109,11 +117,7 @@ pub fn run(s: &Setup) -> Result<()> {
         }
     };
     let cat = |tool: &str, files: &str| {
-        files
-            .split(' ')
-            .map(|b| format!("{tool} -dc {b} >/dev/null"))
-            .collect::<Vec<_>>()
-            .join(" && ")
+        format!("for b in {files}; do {tool} -dc $b >/dev/null || exit 1; done")
     };
     specs.push(Spec::new(
         "gzip -dc of the gzip layers",
@@ -164,6 +168,11 @@ pub fn run(s: &Setup) -> Result<()> {
         pulls(&mut specs, "3 GiB file", &large.reference, false);
     }
 
+    let mut warm = vec![layout.as_path()];
+    if scaling.is_some() {
+        warm.push(&scale_dir);
+    }
+    super::harness::warm_cache(&warm)?;
     let load_before = load();
     println!(
         "==> measuring {} specs, {} rounds (load average {load_before})",
@@ -204,9 +213,13 @@ pub fn run(s: &Setup) -> Result<()> {
     let _ = writeln!(
         out,
         "\nCommands (in the scratch directory; `$CFS` is target/release/cfsctl, `$PEER` \
-         composefs-rs's cfsctl, `$OCI` the big layout, `$XTASK` the xtask binary):\n"
+         composefs-rs's cfsctl, `$OCI` the big layout, `$XTASK` a copy of the xtask binary; the registry \
+         commands name its port of that run):\n"
     );
     let mut replace: Vec<(String, &str)> = vec![
+        (gz_blobs.clone(), "$GZ"),
+        (zst_blobs.clone(), "$ZST"),
+        (tar_blobs.clone(), "$TARS"),
         (cfs.clone(), "$CFS"),
         (layout.display().to_string(), "$OCI"),
         (xtask.display().to_string(), "$XTASK"),
@@ -214,6 +227,14 @@ pub fn run(s: &Setup) -> Result<()> {
     if let Some(p) = &peer {
         replace.push((p.display().to_string(), "$PEER"));
     }
+    let short = |files: &str| files.replace(&layout.display().to_string(), "$OCI");
+    let _ = writeln!(
+        out,
+        "- `$GZ`: {}\n- `$ZST`: {}\n- `$TARS`: {}",
+        short(&gz_blobs),
+        short(&zst_blobs),
+        short(&tar_blobs)
+    );
     for r in &rows {
         let mut cmd = r.command.clone();
         for (from, to) in &replace {

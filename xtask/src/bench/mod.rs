@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, ensure};
 
-use crate::{ensure_tools, project_root, run_command};
+use crate::{ensure_tools, project_root};
 
 /// Arguments of `cargo xtask bench`.
 #[derive(clap::Args)]
@@ -96,15 +96,7 @@ pub fn run(mut args: Args) -> Result<()> {
         args.no_write = true;
     }
     let root = project_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run_command(
-        std::process::Command::new(&cargo)
-            .current_dir(&root)
-            .args(["xtask", "fixtures"]),
-    )?;
-    let fixtures = std::env::var_os("CFS_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/fixtures"));
+    let fixtures = crate::fixtures::ensure_default()?;
     let bin = match &args.cfsctl {
         Some(b) => std::fs::canonicalize(b)?,
         None => harness::build_cfsctl(&root)?,

@@ -3,12 +3,15 @@
 //! directory of the benchmark's cache, with images pushed into it by skopeo. Killed on drop.
 //!
 //! cfs pulls from it with `--tls-verify=false`; composefs-rs's cfsctl has no such flag, so the
-//! registry is also declared insecure in a registries.conf of its own that skopeo reads through
-//! `CONTAINERS_REGISTRIES_CONF` ([`Registry::env`]).
+//! registry is also declared insecure in a registries.conf of its own, which the `skopeo` that
+//! composefs-rs runs (found on `PATH` by containers-image-proxy) is handed by a wrapper script
+//! (`skopeo --registries-conf FILE "$@"`): Debian's skopeo 1.9 ignores
+//! `CONTAINERS_REGISTRIES_CONF`. [`Registry::env`] puts the wrapper first on `PATH`.
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,7 +25,7 @@ pub struct Registry {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
-    conf: PathBuf,
+    bin: PathBuf,
 }
 
 impl Registry {
@@ -54,6 +57,21 @@ impl Registry {
             format!("[[registry]]\nlocation = \"{addr}\"\ninsecure = true\n"),
         )
         .context("cannot write registries.conf")?;
+        let skopeo = crate::find_program("skopeo").context("skopeo not found")?;
+        let bin = dir.join("bin");
+        fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
+        let wrapper = bin.join("skopeo");
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec {} --registries-conf {} \"$@\"\n",
+                skopeo.display(),
+                conf.display()
+            ),
+        )
+        .context("cannot write the skopeo wrapper")?;
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755))
+            .context("cannot chmod the skopeo wrapper")?;
         let log = fs::File::create(dir.join("registry.log")).context("registry log")?;
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -63,7 +81,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .context("cannot start docker-registry")?;
-        let reg = Registry { child, addr, conf };
+        let reg = Registry { child, addr, bin };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if reg.answers() {
@@ -109,10 +127,10 @@ impl Registry {
         )
     }
 
-    /// The environment assignment that makes skopeo treat this registry as insecure, as a
-    /// shell prefix.
+    /// The environment assignment that makes the skopeo found on `PATH` treat this registry as
+    /// insecure, as a shell prefix.
     pub fn env(&self) -> String {
-        format!("CONTAINERS_REGISTRIES_CONF={}", self.conf.display())
+        format!("PATH={}:$PATH", self.bin.display())
     }
 }
 
