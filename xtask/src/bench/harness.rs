@@ -98,8 +98,15 @@ pub fn timed(script: &str, cwd: &Path) -> Result<Sample> {
         .with_context(|| format!("cannot run `{script}`"))?;
     let stderr = fs::read_to_string(&err_path).unwrap_or_default();
     if !status.success() {
-        let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
-        bail!("`{script}` failed ({status}): {tail}");
+        // The message, not a backtrace: its lines that start at the margin and are not frames.
+        let message: String = stderr
+            .lines()
+            .filter(|l| !l.starts_with(' ') && !l.is_empty())
+            .filter(|l| !l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+            .take(6)
+            .collect::<Vec<_>>()
+            .join(" | ");
+        bail!("{status}: {message}");
     }
     let text = fs::read_to_string(&out).context("reading GNU time's output")?;
     let last = text.lines().last().unwrap_or_default();
@@ -205,10 +212,12 @@ pub fn measure_rounds(scratch: &Scratch, runs: usize, specs: &[Spec]) -> Result<
                     }
                 }
                 Err(e) if spec.may_fail => {
-                    println!("  {}: FAILED: {e:#}", spec.name);
+                    println!("  {}: FAILED: `{}`: {e:#}", spec.name, spec.script);
                     errors[i] = Some(format!("{e:#}"));
                 }
-                Err(e) => return Err(e.context(format!("measuring {}", spec.name))),
+                Err(e) => {
+                    return Err(e.context(format!("measuring {}: `{}`", spec.name, spec.script)));
+                }
             }
         }
     }
