@@ -2,6 +2,9 @@
 //! (files/s) and one of a 3 GiB file (MB/s)"), each an uncompressed single-layer OCI layout
 //! built once into the benchmark's cache and reused while its recipe is unchanged:
 //!
+//! Both live below `usr/` (composefs-rs's pull fails on an image without `/usr`: "Directory
+//! entry "usr" does not exist").
+//!
 //! - `many-small`: [`SMALL_FILES`] regular files of 1–2048 pseudo-random bytes (sizes and
 //!   contents from a seeded PRNG), 300 to a directory, so nearly all become objects of their
 //!   own (only files up to the splitstream's inline limit stay inline);
@@ -20,7 +23,7 @@ use crate::fixtures::{
 };
 
 /// Bump when what a scaling layer holds changes.
-const RECIPE: &str = "scale-1";
+const RECIPE: &str = "scale-2";
 /// Files of the `many-small` layer.
 pub const SMALL_FILES: usize = 300_000;
 /// Files per directory in `many-small`.
@@ -114,8 +117,12 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 fn write_small(tar: &mut tar::Builder<BufWriter<File>>) -> Result<()> {
     let mut rng = Xoshiro256::new(SEED);
     let mut data = Vec::with_capacity(2048);
+    for dir in ["usr/", "usr/share/", "usr/share/small/"] {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        tar.append_data(&mut h, dir, std::io::empty())?;
+    }
     for i in 0..SMALL_FILES {
-        let dir = format!("small/d{:04}/", i / PER_DIR);
+        let dir = format!("usr/share/small/d{:04}/", i / PER_DIR);
         if i % PER_DIR == 0 {
             let mut h = header(tar::EntryType::Directory, 0o755, 0);
             tar.append_data(&mut h, &dir, std::io::empty())?;
@@ -162,14 +169,16 @@ impl Read for RandomBytes {
 }
 
 fn write_large(tar: &mut tar::Builder<BufWriter<File>>) -> Result<()> {
-    let mut h = header(tar::EntryType::Directory, 0o755, 0);
-    tar.append_data(&mut h, "large/", std::io::empty())?;
+    for dir in ["usr/", "usr/share/", "usr/share/large/"] {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        tar.append_data(&mut h, dir, std::io::empty())?;
+    }
     let mut h = header(tar::EntryType::Regular, 0o644, LARGE_BYTES);
     let data = RandomBytes {
         rng: Xoshiro256::new(SEED),
         left: LARGE_BYTES,
     };
-    tar.append_data(&mut h, "large/random.bin", data)?;
+    tar.append_data(&mut h, "usr/share/large/random.bin", data)?;
     tar.finish()?;
     Ok(())
 }

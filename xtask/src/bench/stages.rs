@@ -104,3 +104,47 @@ fn verity(path: &Path) -> Result<u64> {
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// Each stage reads every byte it is meant to: inflate yields the uncompressed length for
+    /// gzip (two members, as `gzip -dc` reads them) and zstd, sha256 the file's length, verity
+    /// the regular files' content only.
+    #[test]
+    fn stages_count_what_they_measure() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("xtask-stages.{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut gz = Vec::new();
+        for half in data.chunks(150_000) {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(half)?;
+            gz.extend(e.finish()?);
+        }
+        std::fs::write(dir.join("a.gz"), &gz)?;
+        std::fs::write(dir.join("a.zst"), zstd::encode_all(data.as_slice(), 3)?)?;
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, "f", data.as_slice())?;
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_size(0);
+        tar.append_data(&mut h, "d/", std::io::empty())?;
+        let tar = tar.into_inner()?;
+        std::fs::write(dir.join("a.tar"), &tar)?;
+        let n = data.len() as u64;
+        assert_eq!(inflate(&dir.join("a.gz"))?, n);
+        assert_eq!(inflate(&dir.join("a.zst"))?, n);
+        assert!(inflate(&dir.join("a.tar")).is_err());
+        assert_eq!(sha256(&dir.join("a.tar"))?, tar.len() as u64);
+        assert_eq!(verity(&dir.join("a.tar"))?, n);
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}
