@@ -213,8 +213,8 @@ pub fn run(s: &Setup) -> Result<()> {
     let _ = writeln!(
         out,
         "\nCommands (in the scratch directory; `$CFS` is target/release/cfsctl, `$PEER` \
-         composefs-rs's cfsctl, `$OCI` the big layout, `$XTASK` a copy of the xtask binary; the registry \
-         commands name its port of that run):\n"
+         composefs-rs's cfsctl, `$OCI` the big layout, `$XTASK` a copy of the xtask binary, `$CACHE` the \
+         benchmark's cache; the registry commands name its port of that run):\n"
     );
     let mut replace: Vec<(String, &str)> = vec![
         (gz_blobs.clone(), "$GZ"),
@@ -223,6 +223,7 @@ pub fn run(s: &Setup) -> Result<()> {
         (cfs.clone(), "$CFS"),
         (layout.display().to_string(), "$OCI"),
         (xtask.display().to_string(), "$XTASK"),
+        (s.cache.display().to_string(), "$CACHE"),
     ];
     if let Some(p) = &peer {
         replace.push((p.display().to_string(), "$PEER"));
