@@ -42,7 +42,7 @@ const SUITE: &str = "bookworm";
 /// is the `created` time of every image and history entry.
 const SOURCE_DATE_EPOCH: u64 = 1_747_699_200;
 /// [`SOURCE_DATE_EPOCH`] in RFC 3339.
-const CREATED: &str = "2025-05-20T00:00:00Z";
+pub(crate) const CREATED: &str = "2025-05-20T00:00:00Z";
 
 /// Size of the single file in the `large` layer.
 const LARGE_FILE_SIZE: u64 = 160 << 20;
@@ -111,6 +111,10 @@ pub struct Args {
         default_value = "http://deb.debian.org/debian"
     )]
     mirror: String,
+    /// Also build the big image of the pull benchmark (4 layers, 28.5k files, ~740 MB of tar;
+    /// see xtask/src/fixtures_big.rs) into this directory, from the cached fixtures.
+    #[arg(long, value_name = "DIR")]
+    big: Option<PathBuf>,
 }
 
 /// How an image's layers are stored.
@@ -258,8 +262,26 @@ impl Paths {
     }
 }
 
+/// `cargo xtask fixtures` with its defaults, in this process: builds the fixtures in
+/// `$CFS_FIXTURES` (else `<workspace>/target/fixtures`) unless they are cached; returns that
+/// directory.
+pub(crate) fn ensure_default() -> Result<PathBuf> {
+    let out = std::env::var_os("CFS_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target/fixtures"));
+    run(Args {
+        force: false,
+        refetch: false,
+        out: Some(out.clone()),
+        mirror: std::env::var("CFS_DEBIAN_MIRROR")
+            .unwrap_or_else(|_| "http://deb.debian.org/debian".into()),
+        big: None,
+    })?;
+    Ok(out)
+}
+
 /// Entry point of `cargo xtask fixtures`.
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
     let start = Instant::now();
     let out = match args.out {
         Some(out) => out,
@@ -269,6 +291,15 @@ pub fn run(args: Args) -> Result<()> {
     let out =
         fs::canonicalize(&out).with_context(|| format!("cannot resolve {}", out.display()))?;
     let paths = Paths::new(out);
+    if let Some(big) = args.big.take() {
+        // The small fixtures first (their lock released), then the big image from their cache.
+        run(Args {
+            out: Some(paths.out.clone()),
+            ..args
+        })?;
+        crate::fixtures_big::ensure(&paths.out, &big)?;
+        return Ok(());
+    }
     let _lock = lock(&paths.out)?;
 
     if !(args.force || args.refetch) {
@@ -313,7 +344,7 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Takes an exclusive lock on `<out>/.lock`, so that concurrent runs (say, parallel tests that
 /// each ensure the fixtures) build once.
-fn lock(out: &Path) -> Result<File> {
+pub(crate) fn lock(out: &Path) -> Result<File> {
     use rustix::fs::{FlockOperation, flock};
     let path = out.join(".lock");
     let file = File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -871,10 +902,10 @@ fn fill_large(dir: &Path) -> Result<()> {
 }
 
 /// xoshiro256** seeded through splitmix64: fast, deterministic, and its output does not compress.
-struct Xoshiro256([u64; 4]);
+pub(crate) struct Xoshiro256([u64; 4]);
 
 impl Xoshiro256 {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         let mut x = seed;
         let mut splitmix = || {
             x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -886,7 +917,7 @@ impl Xoshiro256 {
         Xoshiro256([splitmix(), splitmix(), splitmix(), splitmix()])
     }
 
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let s = &mut self.0;
         let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = s[1] << 17;
@@ -1229,7 +1260,7 @@ fn print_summary(paths: &Paths, summary: &Value) {
 
 /// Removes a directory tree (or file) if present, after unmounting anything mounted below it
 /// (debootstrap mounts /proc and /sys in its target and may leave them behind when it fails).
-fn remove_tree(path: &Path) -> Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     if fs::symlink_metadata(path).is_err() {
         return Ok(());
     }

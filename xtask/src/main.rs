@@ -6,13 +6,15 @@
 //!
 //! Commands:
 //! - `demo` ([`demo`]): the main job on built-in sample data (README's first command).
-//! - `bench` ([`bench`]): the end-to-end pull benchmark, written to docs/performance.md;
+//! - `bench` ([`bench`]): the end-to-end pull benchmark against composefs-rs and the pull's
+//!   stage bound on the big fixture ([`fixtures_big`]), written to docs/performance.md;
 //!   `bench --many-files N` ([`many_files`]): peak RSS of each command on a layer of N files.
 //! - `chaos` ([`chaos`]): SIGKILL pulls at random points, 100 times; fsck and re-pull each time.
 //! - `check-cycles` ([`cycles`]): import cycles between the modules of each crate.
 //! - `ci` ([`ci`]): everything CI checks (tools, fmt, clippy, cycles, fixtures, tests).
 //! - `fixtures` ([`fixtures`]): build and cache the Debian OCI images used by end-to-end tests
 //!   and benchmarks (see `docs/fixtures.md`).
+//! - `peers` ([`peers`]): find or install the peers compared against (composefs-rs 0.9.4).
 //! - `fuzz` ([`fuzz`]): build and run the libFuzzer targets in `fuzz/` (`--smoke` for CI).
 //! - `vm-test` ([`vm`]): the fs-verity tests in a QEMU guest with Debian's 6.12 kernel (see
 //!   `docs/vm-test.md`).
@@ -23,8 +25,10 @@ mod ci;
 mod cycles;
 mod demo;
 mod fixtures;
+mod fixtures_big;
 mod fuzz;
 mod many_files;
+mod peers;
 mod vm;
 mod vm_guest;
 
@@ -57,6 +61,9 @@ enum Command {
     Demo(demo::Args),
     /// Build (or reuse) the Debian OCI image fixtures under target/fixtures.
     Fixtures(fixtures::Args),
+    /// Find (installing if missing) the peer implementations compared against: composefs-rs
+    /// 0.9.4's cfsctl; prints its path.
+    Peers(peers::Args),
     /// Build and run the fuzz targets in fuzz/ (stable toolchain; `--smoke`: 20 s each).
     Fuzz(fuzz::Args),
     /// Boot Debian's 6.12 kernel in QEMU and run the fs-verity tests (enforced repository,
@@ -73,6 +80,7 @@ fn main() -> Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Fixtures(args) => fixtures::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Peers(args) => peers::run(args),
         Command::VmTest(args) => vm::run(args),
     }
 }
