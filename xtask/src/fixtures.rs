@@ -13,6 +13,8 @@
 //! downloaded `.deb`s. With those present, layers 2–5 are rebuilt byte for byte identically, so
 //! `--force` reproduces the same digests.
 
+pub(crate) mod big;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
@@ -112,7 +114,7 @@ pub struct Args {
     )]
     mirror: String,
     /// Also build the big image of the pull benchmark (4 layers, 28.5k files, ~740 MB of tar;
-    /// see xtask/src/fixtures_big.rs) into this directory, from the cached fixtures.
+    /// see xtask/src/fixtures/big.rs) into this directory, from the cached fixtures.
     #[arg(long, value_name = "DIR")]
     big: Option<PathBuf>,
 }
@@ -297,7 +299,7 @@ pub fn run(mut args: Args) -> Result<()> {
             out: Some(paths.out.clone()),
             ..args
         })?;
-        crate::fixtures_big::ensure(&paths.out, &big)?;
+        crate::fixtures::big::ensure(&paths.out, &big)?;
         return Ok(());
     }
     let _lock = lock(&paths.out)?;

@@ -7,7 +7,7 @@
 //! Commands:
 //! - `demo` ([`demo`]): the main job on built-in sample data (README's first command).
 //! - `bench` ([`bench`]): the end-to-end pull benchmark against composefs-rs and the pull's
-//!   stage bound on the big fixture ([`fixtures_big`]), written to docs/performance.md;
+//!   stage bound on the big fixture ([`fixtures::big`]), written to docs/performance.md;
 //!   `bench --many-files N` ([`many_files`]): peak RSS of each command on a layer of N files.
 //! - `chaos` ([`chaos`]): SIGKILL pulls at random points, 100 times; fsck and re-pull each time.
 //! - `check-cycles` ([`cycles`]): import cycles between the modules of each crate.
@@ -25,7 +25,6 @@ mod ci;
 mod cycles;
 mod demo;
 mod fixtures;
-mod fixtures_big;
 mod fuzz;
 mod many_files;
 mod peers;

@@ -48,7 +48,7 @@ fn pull_name(tool: &str, what: &str) -> String {
 
 /// Runs the benchmark.
 pub fn run(s: &Setup) -> Result<()> {
-    let big = crate::fixtures_big::ensure(&s.fixtures, &s.cache.join("big"))?;
+    let big = crate::fixtures::big::ensure(&s.fixtures, &s.cache.join("big"))?;
     let layout = PathBuf::from(big["layout"].as_str().context("big.json: layout")?);
     let peer = if s.peer {
         Some(

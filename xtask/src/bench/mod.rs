@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: the end-to-end pull benchmark. By default ([`big`]) it measures cfs
 //! against composefs-rs 0.9.4 ([`crate::peers`]), against `gzip -dc`/`zstd -dc`, and against
 //! the bound made of its own stages measured alone ([`stages`]), on the big fixture image
-//! ([`crate::fixtures_big`]) and on two scaling layers ([`scale`]); in one run, in alternating
+//! ([`crate::fixtures::big`]) and on two scaling layers ([`scale`]); in one run, in alternating
 //! rounds, medians of `--runs`; and writes the table into docs/performance.md between the
 //! `bench:start`/`bench:end` markers.
 //!
