@@ -433,6 +433,24 @@ fn verification_failures_register_nothing() {
     fails(&cfsctl(&repo, &["oci", "layer", &l3.diff_id]));
     fails(&cfsctl(&repo, &["oci", "layer", &wrong]));
 
+    // The same for an uncompressed layer, whose diff_id is checked against the blob's own
+    // digest (hashed once): also when its media type claims gzip.
+    for (tag, label) in [("baddiffplain", Comp::Plain), ("baddifflabel", Comp::Gzip)] {
+        let mut lp = layer(&tar_of(&[(tag, &noise(10_000, 4))]), Comp::Plain);
+        lp.media_type = label.media_type().into();
+        let w = wrong.clone();
+        layout.add_image_with(Some(tag), std::slice::from_ref(&lp), AMD64, move |c| {
+            c["rootfs"]["diff_ids"][0] = w.into();
+        });
+        expect_rejected(
+            &repo,
+            &layout.reference(tag),
+            &["layer 0", &wrong[7..], &lp.diff_id[7..], "diff_id"],
+        );
+        fails(&cfsctl(&repo, &["oci", "layer", &lp.diff_id]));
+        fails(&cfsctl(&repo, &["oci", "layer", &wrong]));
+    }
+
     // Layer and diff_id counts disagree.
     let l4 = layer(&tar_of(&[("j", b"count")]), Comp::Plain);
     let extra = l4.diff_id.clone();

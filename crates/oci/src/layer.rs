@@ -77,7 +77,8 @@ impl<R: Read> Read for HashingReader<R> {
 /// input has been read to its end the digest covers exactly the whole input.
 pub struct HashingBufReader<R> {
     inner: R,
-    hasher: Sha256,
+    /// `None`: count only (the caller has the digest from elsewhere).
+    hasher: Option<Sha256>,
     /// Bytes at the front of the inner buffer that are already hashed.
     hashed: usize,
     count: u64,
@@ -88,9 +89,18 @@ impl<R: BufRead> HashingBufReader<R> {
     pub fn new(inner: R) -> Self {
         Self {
             inner,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             hashed: 0,
             count: 0,
+        }
+    }
+
+    /// Wraps `inner` to count what is consumed, without hashing it ([`Self::finish`] then
+    /// gives an empty digest).
+    pub fn counting(inner: R) -> Self {
+        Self {
+            hasher: None,
+            ..Self::new(inner)
         }
     }
 
@@ -101,7 +111,8 @@ impl<R: BufRead> HashingBufReader<R> {
 
     /// The sha256 (hex) of everything exposed, and the bytes consumed.
     pub fn finish(self) -> (String, u64) {
-        (hex::encode(self.hasher.finalize()), self.count)
+        let digest = self.hasher.map(|h| hex::encode(h.finalize()));
+        (digest.unwrap_or_default(), self.count)
     }
 }
 
@@ -109,7 +120,9 @@ impl<R: BufRead> BufRead for HashingBufReader<R> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         let buf = self.inner.fill_buf()?;
         if buf.len() > self.hashed {
-            self.hasher.update(&buf[self.hashed..]);
+            if let Some(h) = &mut self.hasher {
+                h.update(&buf[self.hashed..]);
+            }
             self.hashed = buf.len();
         }
         Ok(buf)
@@ -162,6 +175,21 @@ pub fn split_layer_with_pool(
     pool: &ObjectPool,
 ) -> Result<LayerImport, TarError> {
     let mut reader = HashingBufReader::new(tar);
+    let stream = split_with_pool(repo, &mut reader, pool)?;
+    let taken = reader.count();
+    let rest = std::io::copy(&mut reader, &mut std::io::sink())?;
+    finish_import(stream, taken, rest, reader.finish())
+}
+
+/// [`split_layer_with_pool`] for a layer whose diff_id the caller computes anyway (an
+/// uncompressed blob: its digest is its diff_id): the bytes are not hashed a second time, and
+/// the result's `diff_id` is empty.
+pub fn split_layer_with_pool_unhashed(
+    repo: &Repository,
+    tar: impl BufRead,
+    pool: &ObjectPool,
+) -> Result<LayerImport, TarError> {
+    let mut reader = HashingBufReader::counting(tar);
     let stream = split_with_pool(repo, &mut reader, pool)?;
     let taken = reader.count();
     let rest = std::io::copy(&mut reader, &mut std::io::sink())?;

@@ -14,7 +14,10 @@ use crate::decompress::Decompressor;
 use crate::error::PullError;
 use crate::events::{Events, PullEvent};
 use crate::ids::blob_content_id;
-use crate::layer::{HashingReader, layer_content_id, split_layer_with_pool};
+use crate::layer::{
+    HashingReader, layer_content_id, split_layer_with_pool, split_layer_with_pool_unhashed,
+};
+use crate::manifest::Compression;
 use crate::tar::TarError;
 
 /// Size of the decompressed chunks passed from a layer's decompressing thread to its parser.
@@ -148,20 +151,13 @@ impl Read for ChunkReader {
 /// The decompressing thread of a layer: sniffs and decompresses `comp` into chunks for the
 /// parser until the end, an error (sent on as the last message) or the parser hanging up.
 /// Past `limit` uncompressed bytes it stops and returns `true` (the caller reports the bound).
-fn decompress_into<R: Read>(
-    comp: &mut HashingReader<R>,
+fn decompress_into(
+    mut dec: impl Read,
     tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
     recycle: std::sync::mpsc::Receiver<Vec<u8>>,
     limit: u64,
 ) -> bool {
     let mut total = 0u64;
-    let mut dec = match Decompressor::new(comp) {
-        Ok((d, _kind)) => d,
-        Err(e) => {
-            let _ = tx.send(Err(e));
-            return false;
-        }
-    };
     loop {
         let mut chunk = recycle.try_recv().unwrap_or_default();
         chunk.resize(TAR_CHUNK, 0);
@@ -207,20 +203,30 @@ enum Failure {
     Io(io::Error),
 }
 
+/// A layer's diff_id as the split found it.
+enum DiffId {
+    /// Hashed from the decompressed bytes.
+    Hashed(String),
+    /// The blob is not compressed: its digest, computed as it is read, is the diff_id.
+    SameAsBlob,
+}
+
 /// Splits a layer: a decompressing thread feeds this one, which hashes and parses.
 fn split_layer<R: Read + Send>(
     ctx: &Ctx,
     pool: &ObjectPool,
     job: &Job,
     comp: &mut HashingReader<R>,
-) -> Result<(ObjectId, Option<String>), Failure> {
+) -> Result<(ObjectId, Option<DiffId>), Failure> {
+    // The format is sniffed from the blob's first bytes (never from its media type).
+    let (dec, kind) = Decompressor::new(comp).map_err(Failure::Decompress)?;
     std::thread::scope(|s| {
         let (tx, chunks) = std::sync::mpsc::sync_channel(TAR_CHUNK_DEPTH);
         let limit = ctx.max_layer_size;
         let (recycle, recycled) = std::sync::mpsc::channel();
         let decompressor = std::thread::Builder::new()
             .name(format!("decompress {}", job.label))
-            .spawn_scoped(s, move || decompress_into(comp, tx, recycled, limit))
+            .spawn_scoped(s, move || decompress_into(dec, tx, recycled, limit))
             .map_err(Failure::Io)?;
         let input = ChunkReader {
             rx: chunks,
@@ -231,7 +237,12 @@ fn split_layer<R: Read + Send>(
         };
         // The reader is consumed: when the splitter stops (done or failed) the
         // decompressor's sends fail and it stops too.
-        let imported = split_layer_with_pool(&ctx.repo, input, pool);
+        // An uncompressed blob's bytes are the tar's: hashed once, as the blob.
+        let imported = if kind == Compression::None {
+            split_layer_with_pool_unhashed(&ctx.repo, input, pool)
+        } else {
+            split_layer_with_pool(&ctx.repo, input, pool)
+        };
         match decompressor.join() {
             Err(_) => {
                 return Err(Failure::Io(io::Error::other(
@@ -252,7 +263,12 @@ fn split_layer<R: Read + Send>(
             TarError::Read(e) if e.kind() != io::ErrorKind::InvalidData => Failure::Decompress(e),
             e => Failure::Tar(e),
         })?;
-        Ok((imported.stream, Some(imported.diff_id)))
+        let diff_id = if kind == Compression::None {
+            DiffId::SameAsBlob
+        } else {
+            DiffId::Hashed(imported.diff_id)
+        };
+        Ok((imported.stream, Some(diff_id)))
     })
 }
 
@@ -261,7 +277,7 @@ fn store_whole<R: Read>(
     ctx: &Ctx,
     job: &Job,
     comp: &mut HashingReader<R>,
-) -> Result<(ObjectId, Option<String>), Failure> {
+) -> Result<(ObjectId, Option<DiffId>), Failure> {
     let repo = &ctx.repo;
     let mut w = repo.object_writer().map_err(Failure::Repo)?;
     io::copy(comp, &mut w).map_err(Failure::Io)?;
@@ -352,6 +368,10 @@ pub(crate) fn process(
             source,
         },
     })?;
+    let diff_id = diff_id.map(|d| match d {
+        DiffId::Hashed(hex) => hex,
+        DiffId::SameAsBlob => actual.clone(),
+    });
     let content_id = match (&job.diff_id, diff_id) {
         (Some(expected), Some(actual)) => {
             if *expected != actual {
