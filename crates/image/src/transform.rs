@@ -247,13 +247,17 @@ mod tests {
             ("user.a", "b"),
             ("trusted.t", "t"),
         ]);
-        usr.insert("f", Inode::Leaf(f.clone())).unwrap();
-        usr.insert("g", Inode::Leaf(f.clone())).unwrap();
-        fs.root.insert("usr", Inode::Directory(usr.into())).unwrap();
+        usr.insert("f", Inode::Leaf(f.clone())).expect("insert");
+        usr.insert("g", Inode::Leaf(f.clone())).expect("insert");
+        fs.root
+            .insert("usr", Inode::Directory(usr.into()))
+            .expect("insert");
         for name in ["run", "boot", "sysroot"] {
             let mut d = dir(0o700, 99, &[]);
-            d.insert("x", Inode::Leaf(leaf(&[]))).unwrap();
-            fs.root.insert(name, Inode::Directory(d.into())).unwrap();
+            d.insert("x", Inode::Leaf(leaf(&[]))).expect("insert");
+            fs.root
+                .insert(name, Inode::Directory(d.into()))
+                .expect("insert");
         }
         (fs, f)
     }
@@ -264,14 +268,14 @@ mod tests {
 
     fn get<'a>(fs: &'a FileSystem, path: &[&str]) -> &'a Inode {
         let mut d = &fs.root;
-        let (last, dirs) = path.split_last().unwrap();
+        let (last, dirs) = path.split_last().expect("insert");
         for p in dirs {
             match d.get(OsStr::new(p)) {
                 Some(Inode::Directory(x)) => d = x,
                 _ => panic!("{p}"),
             }
         }
-        d.get(OsStr::new(last)).unwrap()
+        d.get(OsStr::new(last)).expect("exists")
     }
 
     #[test]
@@ -335,7 +339,7 @@ mod tests {
     fn boot_rules() {
         let (mut fs, _) = sample();
         apply_oci(&mut fs, XattrFilter::All);
-        apply_boot(&mut fs).unwrap();
+        apply_boot(&mut fs).expect("boot rules");
         for name in ["boot", "sysroot"] {
             let Inode::Directory(d) = get(&fs, &[name]) else {
                 panic!()
@@ -362,8 +366,10 @@ mod tests {
         let (mut fs, _) = sample();
         let mut etc = dir(0o755, 0, &[]);
         etc.insert("selinux", Inode::Directory(dir(0o755, 0, &[]).into()))
-            .unwrap();
-        fs.root.insert("etc", Inode::Directory(etc.into())).unwrap();
+            .expect("insert");
+        fs.root
+            .insert("etc", Inode::Directory(etc.into()))
+            .expect("insert");
         assert_eq!(apply_boot(&mut fs), Err(TransformError::SelinuxPolicy));
     }
 }
