@@ -10,7 +10,9 @@
 //!   `/usr/lib/modules/KVER/vmlinuz`, `security.selinux` and `security.capability` xattrs,
 //!   `user.*` xattrs, a PAX mtime with nanoseconds): `oci compute-id` with and without
 //!   `--bootable`;
-//! - the same tree as a directory: `compute-id [--bootable] DIR`.
+//! - the same tree as a directory: `compute-id [--bootable] DIR`;
+//! - `--bootable` refused for an image with an SELinux policy (`SELINUXTYPE=` in
+//!   `/etc/selinux/config`), which composefs-rs would relabel.
 
 mod common;
 #[path = "common/oci_layout.rs"]
@@ -163,7 +165,8 @@ struct Entry {
     mtime: (u64, u32),
 }
 
-fn entries() -> Vec<Entry> {
+/// The bootable image's files; `/etc/selinux/config` holds `selinux_config`.
+fn entries(selinux_config: &[u8]) -> Vec<Entry> {
     let d = |path, sec| Entry {
         path,
         data: None,
@@ -194,6 +197,11 @@ fn entries() -> Vec<Entry> {
         f("run/leftover", b"cache mount stub\n".to_vec()),
         d("etc", 1_700_000_000),
         f("etc/hostname", b"test\n".to_vec()),
+        // /etc/selinux without a policy type (as Debian's libsemanage-common leaves it) is no
+        // SELinux policy: labels are stripped.
+        d("etc/selinux", 1_700_000_000),
+        f("etc/selinux/semanage.conf", noise(300, 5)),
+        f("etc/selinux/config", selinux_config.to_vec()),
         d("opt", 1_700_000_000),
         f("opt/netcap", noise(200, 4)),
         f("opt/nsec", b"sub-second mtime\n".to_vec()),
@@ -214,9 +222,9 @@ fn entries() -> Vec<Entry> {
 }
 
 /// The entries as a tar layer (PAX xattrs and, where sub-second, a PAX mtime).
-fn bootable_tar() -> Vec<u8> {
+fn bootable_tar(selinux_config: &[u8]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    for e in entries() {
+    for e in entries(selinux_config) {
         let mut recs: Vec<(String, Vec<u8>)> = e
             .xattrs
             .iter()
@@ -253,9 +261,9 @@ fn bootable_tar() -> Vec<u8> {
 
 /// The entries as a directory under `root` (the files first, then the directories' mtimes,
 /// deepest first).
-fn bootable_dir(root: &Path) {
+fn bootable_dir(root: &Path, selinux_config: &[u8]) {
     use std::time::{Duration, UNIX_EPOCH};
-    let es = entries();
+    let es = entries(selinux_config);
     for e in &es {
         let p = root.join(e.path);
         match &e.data {
@@ -276,6 +284,11 @@ fn bootable_dir(root: &Path) {
     }
 }
 
+/// An `/etc/selinux/config` without `SELINUXTYPE` (longer than 64 bytes: an external file, so
+/// it is read from the repository or the directory).
+const NO_POLICY: &[u8] =
+    b"# This file controls the state of SELinux.\n# SELINUXTYPE=targeted is a comment here\nSELINUX=disabled\n";
+
 #[test]
 fn bootable_ids_equal_composefs_rs() {
     let Some(bin) = peers::composefs_rs() else {
@@ -283,11 +296,15 @@ fn bootable_ids_equal_composefs_rs() {
     };
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut layout = OciLayout::create(&tmp.path().join("layout"));
-    layout.add_image(Some("boot"), &[layer(&bootable_tar(), Comp::Gzip)], AMD64);
+    layout.add_image(
+        Some("boot"),
+        &[layer(&bootable_tar(NO_POLICY), Comp::Gzip)],
+        AMD64,
+    );
     let reference = layout.reference("boot");
     let dir = tmp.path().join("rootfs");
     std::fs::create_dir(&dir).expect("mkdir");
-    bootable_dir(&dir);
+    bootable_dir(&dir, NO_POLICY);
     for alg in ALGS {
         let (cfs, rs) = repos(tmp.path(), &bin, alg);
         pull_both(&cfs, &rs, &bin, &reference, "boot");
@@ -317,5 +334,44 @@ fn bootable_ids_equal_composefs_rs() {
                 "compute-id {extra:?} DIR vs oci compute-id ({alg})"
             );
         }
+    }
+}
+
+/// An image whose `/etc/selinux/config` names a policy: composefs-rs relabels every file from
+/// it, which cfs does not implement, so `--bootable` is refused (naming the policy) rather
+/// than given another ID; without `--bootable` the ID is computed as usual.
+#[test]
+fn bootable_with_an_selinux_policy_is_refused() {
+    let config =
+        b"SELINUX=enforcing\nSELINUXTYPE=targeted\n# padding to make this an external file\n";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut layout = OciLayout::create(&tmp.path().join("layout"));
+    layout.add_image(
+        Some("sel"),
+        &[layer(&bootable_tar(config), Comp::Gzip)],
+        AMD64,
+    );
+    let dir = tmp.path().join("rootfs");
+    std::fs::create_dir(&dir).expect("mkdir");
+    bootable_dir(&dir, config);
+    let repo = tmp.path().join("repo");
+    ok(&cfsctl(&repo, &os(&["init", "--insecure"])));
+    ok(&cfsctl(
+        &repo,
+        &os(&["oci", "pull", "-q", &layout.reference("sel"), "sel"]),
+    ));
+    ok(&cfsctl(&repo, &os(&["oci", "compute-id", "sel"])));
+    let d = dir.to_str().expect("utf-8");
+    for args in [
+        vec!["oci", "compute-id", "--bootable", "sel"],
+        vec!["compute-id", "--bootable", d],
+    ] {
+        let out = cfsctl(&repo, &os(&args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} gave an ID");
+        assert!(
+            err.contains("/etc/selinux/config") && err.contains("\"targeted\""),
+            "{args:?}: {err}"
+        );
     }
 }

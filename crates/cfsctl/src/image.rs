@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use cfs_image::scan::{ObjectStore, ScanOptions, scan};
 use cfs_image::transform::{self, XattrFilter};
-use cfs_image::{FileSystem, FormatOptions, dumpfile, erofs};
+use cfs_image::{ExternalFile, FileSystem, FormatOptions, dumpfile, erofs};
 use cfs_repository::{FsVerityHasher, HashAlgorithm, Repository};
 use clap::{Args, Subcommand};
 
@@ -26,11 +26,16 @@ pub struct Canonical {
 }
 
 impl Canonical {
-    /// Turns `fs` into the canonical tree these options describe.
-    pub fn apply(&self, fs: &mut FileSystem) -> Result<()> {
+    /// Turns `fs` into the canonical tree these options describe; `read_external` reads a
+    /// file the boot rules need (`/etc/selinux/config`) when it is not inline.
+    pub fn apply(
+        &self,
+        fs: &mut FileSystem,
+        read_external: impl FnOnce(&ExternalFile) -> Result<Vec<u8>, String>,
+    ) -> Result<()> {
         transform::apply_oci(fs, self.xattrs);
         if self.bootable {
-            transform::apply_boot(fs)?;
+            transform::apply_boot(fs, read_external)?;
         }
         Ok(())
     }
@@ -49,12 +54,16 @@ pub struct DirRules {
 }
 
 impl DirRules {
-    /// The tree of `srcdir` under these rules and the format to write it in.
-    fn apply(&self, fs: &mut FileSystem) -> Result<FormatOptions> {
+    /// Turns `fs`, scanned from `srcdir`, into the tree these rules describe; returns the
+    /// format to write it in.
+    fn apply(&self, fs: &mut FileSystem, srcdir: &Path) -> Result<FormatOptions> {
         if self.no_oci_rules {
             return Ok(FormatOptions::default());
         }
-        self.canonical.apply(fs)?;
+        let config = srcdir.join("etc/selinux/config");
+        self.canonical.apply(fs, |_| {
+            std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))
+        })?;
         Ok(transform::OCI_FORMAT)
     }
 }
@@ -183,7 +192,7 @@ pub fn create_image(
         ScanOptions::default(),
     )
     .with_context(|| format!("scanning {}", srcdir.display()))?;
-    let format = rules.apply(&mut fs)?;
+    let format = rules.apply(&mut fs, srcdir)?;
     let id = cfs_image::repo::store_image(repo, &fs, format)?;
     if let Some(name) = name {
         repo.set_image_ref(name, &id)?;
@@ -197,7 +206,7 @@ pub fn create_image(
 pub fn compute_id(srcdir: &Path, hash: HashAlgorithm, rules: &DirRules) -> Result<()> {
     let mut fs = scan(srcdir, ObjectStore::HashOnly(hash), ScanOptions::default())
         .with_context(|| format!("scanning {}", srcdir.display()))?;
-    let format = rules.apply(&mut fs)?;
+    let format = rules.apply(&mut fs, srcdir)?;
     let id = cfs_image::repo::image_id(&fs, hash, format)?;
     println!("{id}");
     Ok(())

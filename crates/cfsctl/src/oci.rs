@@ -157,7 +157,10 @@ fn tree(
     let mut fs = cfs_oci::tree::image_tree(repo, name)
         .with_context(|| format!("building the tree of {name}"))?;
     rules
-        .apply(&mut fs)
+        .apply(&mut fs, |file| {
+            let id = file.digest.as_ref().ok_or("no object digest")?;
+            repo.read_object(id).map_err(|e| e.to_string())
+        })
         .with_context(|| format!("the canonical tree of {name}"))?;
     Ok(fs)
 }

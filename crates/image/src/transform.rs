@@ -8,7 +8,7 @@
 //!   `security.capability`).
 //! - [`apply_boot`]: additionally `/boot` and `/sysroot` emptied (their mtimes set to
 //!   `/usr`'s), `security.selinux` stripped when the image has no SELinux policy
-//!   (`/etc/selinux`).
+//!   (`/etc/selinux/config` naming a `SELINUXTYPE`).
 //!
 //! The EROFS format the ecosystem writes for these images is [`OCI_FORMAT`] (version 1).
 //! See docs/image.md, "The canonical tree".
@@ -18,7 +18,9 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 
 use crate::erofs::FormatOptions;
-use crate::tree::{Directory, FileSystem, Inode, Leaf, Mtime, Xattrs};
+use crate::tree::{
+    Directory, ExternalFile, FileSystem, Inode, Leaf, LeafContent, Mtime, RegularFile, Xattrs,
+};
 
 /// The xattrs every filter keeps: real file capabilities (composefs-rs's
 /// `CONTAINER_XATTR_ALLOWLIST`).
@@ -93,10 +95,16 @@ pub enum TransformError {
     MissingDirectory(&'static str),
     /// The image has an SELinux policy; relabelling from it is not implemented.
     #[error(
-        "/etc/selinux: the image has an SELinux policy; relabelling files from it for \
-         --bootable is not supported by cfs (composefs-rs relabels them)"
+        "/etc/selinux/config: the image names the SELinux policy {0:?}; relabelling files \
+         from it for --bootable is not supported by cfs (composefs-rs relabels them)"
     )]
-    SelinuxPolicy,
+    SelinuxPolicy(String),
+    /// `/etc/selinux/config` is there but is not a regular file.
+    #[error("/etc/selinux/config: not a regular file")]
+    SelinuxConfigNotAFile,
+    /// `/etc/selinux/config` could not be read.
+    #[error("/etc/selinux/config: reading it: {0}")]
+    ReadSelinuxConfig(String),
 }
 
 /// `/usr` if it is a directory.
@@ -146,26 +154,65 @@ pub fn apply_oci(fs: &mut FileSystem, filter: XattrFilter) {
 /// Additionally prepares the canonical tree for boot (composefs-boot 0.9.4's
 /// `transform_for_boot`, after [`apply_oci`]): `/boot` and `/sysroot` are emptied and get
 /// `/usr`'s mtime, and `security.selinux` is removed everywhere. All three directories must
-/// exist. An image with an SELinux policy (`/etc/selinux`, which composefs-rs relabels from)
-/// is refused with [`TransformError::SelinuxPolicy`] rather than given an ID that would not
-/// match.
-pub fn apply_boot(fs: &mut FileSystem) -> Result<(), TransformError> {
+/// exist.
+///
+/// An image has an SELinux policy when `/etc/selinux/config` has a `SELINUXTYPE=` line
+/// (composefs-rs's test; `/etc/selinux` alone, e.g. Debian's `semanage.conf`, is not one).
+/// composefs-rs relabels such an image from its policy; cfs refuses it
+/// ([`TransformError::SelinuxPolicy`]) rather than give an ID that would not match.
+/// `read_external` reads the config when it is not stored inline (from the repository or the
+/// scanned directory).
+pub fn apply_boot(
+    fs: &mut FileSystem,
+    read_external: impl FnOnce(&ExternalFile) -> Result<Vec<u8>, String>,
+) -> Result<(), TransformError> {
     let mtime = usr(fs)
         .ok_or(TransformError::MissingDirectory("usr"))?
         .stat
         .mtime;
+    if let Some(policy) = selinux_policy(fs, read_external)? {
+        return Err(TransformError::SelinuxPolicy(policy));
+    }
     for name in ["boot", "sysroot"] {
         if !empty_toplevel(fs, name, Some(mtime)) {
             return Err(TransformError::MissingDirectory(name));
         }
     }
-    if let Some(Inode::Directory(etc)) = fs.root.get(OsStr::new("etc"))
-        && matches!(etc.get(OsStr::new("selinux")), Some(Inode::Directory(_)))
-    {
-        return Err(TransformError::SelinuxPolicy);
-    }
     filter_xattrs(fs, |name| name != b"security.selinux");
     Ok(())
+}
+
+/// The policy `/etc/selinux/config` names (`SELINUXTYPE=`, key case-insensitive, as
+/// composefs-rs and libselinux read it), if any.
+fn selinux_policy(
+    fs: &FileSystem,
+    read_external: impl FnOnce(&ExternalFile) -> Result<Vec<u8>, String>,
+) -> Result<Option<String>, TransformError> {
+    let Some(Inode::Directory(etc)) = fs.root.get(OsStr::new("etc")) else {
+        return Ok(None);
+    };
+    let Some(Inode::Directory(selinux)) = etc.get(OsStr::new("selinux")) else {
+        return Ok(None);
+    };
+    let data = match selinux.get(OsStr::new("config")) {
+        None => return Ok(None),
+        Some(Inode::Leaf(leaf)) => match &leaf.content {
+            LeafContent::Regular(RegularFile::Inline(d)) => d.to_vec(),
+            LeafContent::Regular(RegularFile::External(x)) => {
+                read_external(x).map_err(TransformError::ReadSelinuxConfig)?
+            }
+            _ => return Err(TransformError::SelinuxConfigNotAFile),
+        },
+        Some(Inode::Directory(_)) => return Err(TransformError::SelinuxConfigNotAFile),
+    };
+    for line in String::from_utf8_lossy(&data).lines() {
+        if let Some((key, value)) = line.split_once('=')
+            && key.trim().eq_ignore_ascii_case("SELINUXTYPE")
+        {
+            return Ok(Some(value.trim().to_owned()));
+        }
+    }
+    Ok(None)
 }
 
 /// Keeps only the xattrs `keep` accepts, on every inode; hardlinks stay hardlinks (each
@@ -339,7 +386,7 @@ mod tests {
     fn boot_rules() {
         let (mut fs, _) = sample();
         apply_oci(&mut fs, XattrFilter::All);
-        apply_boot(&mut fs).expect("boot rules");
+        apply_boot(&mut fs, |_| Err("no external".into())).expect("boot rules");
         for name in ["boot", "sysroot"] {
             let Inode::Directory(d) = get(&fs, &[name]) else {
                 panic!()
@@ -357,19 +404,36 @@ mod tests {
 
     #[test]
     fn boot_refusals() {
+        let no_external = |_: &ExternalFile| Err("no external".to_owned());
         let (mut fs, _) = sample();
         fs.root.remove(OsStr::new("sysroot"));
         assert_eq!(
-            apply_boot(&mut fs),
+            apply_boot(&mut fs, no_external),
             Err(TransformError::MissingDirectory("sysroot"))
         );
-        let (mut fs, _) = sample();
-        let mut etc = dir(0o755, 0, &[]);
-        etc.insert("selinux", Inode::Directory(dir(0o755, 0, &[]).into()))
-            .expect("insert");
-        fs.root
-            .insert("etc", Inode::Directory(etc.into()))
-            .expect("insert");
-        assert_eq!(apply_boot(&mut fs), Err(TransformError::SelinuxPolicy));
+        let with_config = |content: &[u8]| {
+            let (mut fs, _) = sample();
+            let mut selinux = dir(0o755, 0, &[]);
+            let mut config = Leaf::clone(&leaf(&[]));
+            config.content = LeafContent::Regular(RegularFile::Inline(content.into()));
+            selinux
+                .insert("config", Inode::Leaf(Arc::new(config)))
+                .expect("insert");
+            let mut etc = dir(0o755, 0, &[]);
+            etc.insert("selinux", Inode::Directory(selinux.into()))
+                .expect("insert");
+            fs.root
+                .insert("etc", Inode::Directory(etc.into()))
+                .expect("insert");
+            fs
+        };
+        let mut fs = with_config(b"# SELINUXTYPE=x\nSELINUX=enforcing\n selinuxtype = targeted \n");
+        assert_eq!(
+            apply_boot(&mut fs, no_external),
+            Err(TransformError::SelinuxPolicy("targeted".into()))
+        );
+        // A config without a policy type is no policy: labels are stripped.
+        let mut fs = with_config(b"SELINUX=disabled\n");
+        apply_boot(&mut fs, no_external).expect("no policy");
     }
 }
