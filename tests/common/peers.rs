@@ -39,6 +39,8 @@ pub fn composefs_rs() -> Option<PathBuf> {
         .arg(COMPOSEFS_RS_VERSION)
         .arg("--root")
         .arg(&root)
+        // Its own temporary build directory, not the (possibly locked) one of this test run.
+        .env_remove("CARGO_TARGET_DIR")
         .status();
     let why = match status {
         Ok(s) if s.success() && bin.is_file() => return Some(bin),
