@@ -126,8 +126,12 @@ fn layers_with_xattrs_beyond_the_limits_make_no_image() {
         &repo,
         &["oci", "pull", "-q", &layout.reference("limits"), "limits"],
     ));
-    ok(&run(&repo, &["oci", "create-image", "limits"]));
-    let dump = ok(&run(&repo, &["oci", "dump", "limits"]));
+    // `--xattrs all`: the default canonical-tree filter would drop these `user.` xattrs.
+    ok(&run(
+        &repo,
+        &["oci", "create-image", "--xattrs", "all", "limits"],
+    ));
+    let dump = ok(&run(&repo, &["oci", "dump", "--xattrs", "all", "limits"]));
     assert!(
         dump.contains(&format!("user.{}=v", "n".repeat(250))),
         "{dump}"
@@ -182,7 +186,16 @@ fn a_layers_own_overlay_xattrs_mount_as_written() {
     std::fs::create_dir(&mnt).expect("mkdir");
     ok(&run(
         &repo,
-        &["oci", "mount", "own", mnt.to_str().expect("utf-8")],
+        // `--xattrs all`: the layer's own overlay xattrs must reach the image to be tested
+        // (the default canonical-tree filter keeps only security.capability).
+        &[
+            "oci",
+            "mount",
+            "--xattrs",
+            "all",
+            "own",
+            mnt.to_str().expect("utf-8"),
+        ],
     ));
     let _m = Mounted(mnt.clone());
     assert_eq!(std::fs::read(mnt.join("secret")).expect("read"), secret);

@@ -1,5 +1,5 @@
 //! End-to-end tests of `cfsctl mount` (root only; skipped with a message otherwise): a directory
-//! holding every kind of file is stored with `create-image`, mounted, and compared with the
+//! holding every kind of file is stored with `create-image --no-oci-rules` (the tree as scanned, every xattr), mounted, and compared with the
 //! source file by file — type, content, permission bits, owner, mtime with nanoseconds,
 //! xattrs (including escaped `trusted.overlay.*`), symlink targets, device numbers and hardlink
 //! groups. Mounting a wrong or corrupted image fails. gc keeps an image that only a mount
@@ -150,6 +150,7 @@ fn mounted_image_matches_its_source() {
         &repo,
         &[
             "create-image".as_ref(),
+            "--no-oci-rules".as_ref(),
             src.as_os_str(),
             "test/img".as_ref(),
         ],
@@ -160,7 +161,11 @@ fn mounted_image_matches_its_source() {
     // compute-id gives the same ID without a repository.
     let computed = ok(&cfsctl::<&std::ffi::OsStr>(
         &repo,
-        &["compute-id".as_ref(), src.as_os_str()],
+        &[
+            "compute-id".as_ref(),
+            "--no-oci-rules".as_ref(),
+            src.as_os_str(),
+        ],
     ));
     assert_eq!(computed.trim(), id);
 
@@ -206,7 +211,11 @@ fn wrong_or_corrupt_images_do_not_mount() {
     ));
     let id = ok(&cfsctl::<&std::ffi::OsStr>(
         &repo,
-        &["create-image".as_ref(), src.as_os_str()],
+        &[
+            "create-image".as_ref(),
+            "--no-oci-rules".as_ref(),
+            src.as_os_str(),
+        ],
     ))
     .trim()
     .to_owned();
@@ -234,7 +243,11 @@ fn wrong_or_corrupt_images_do_not_mount() {
     std::fs::write(other.join("g"), b"different").expect("write");
     let oid = ok(&cfsctl::<&std::ffi::OsStr>(
         &repo,
-        &["create-image".as_ref(), other.as_os_str()],
+        &[
+            "create-image".as_ref(),
+            "--no-oci-rules".as_ref(),
+            other.as_os_str(),
+        ],
     ))
     .trim()
     .to_owned();
@@ -287,9 +300,13 @@ fn gc_keeps_images_in_use_by_mounts_without_refs() {
     let (repo, src, mnt) = repo_with_source(tmp.path());
     let run = |args: &[&std::ffi::OsStr]| ok(&cfsctl(&repo, args));
     // No image ref: only the mount keeps this image alive.
-    let id = run(&["create-image".as_ref(), src.as_os_str()])
-        .trim()
-        .to_owned();
+    let id = run(&[
+        "create-image".as_ref(),
+        "--no-oci-rules".as_ref(),
+        src.as_os_str(),
+    ])
+    .trim()
+    .to_owned();
     let image_link = repo.join("images").join(&id);
     assert!(image_link.exists());
 
@@ -456,9 +473,13 @@ fn a_repository_on_tmpfs_mounts_through_a_loop_device() {
     let _tmpfs = Mounted(fs.clone());
     let (repo, src, mnt) = repo_with_source(&fs);
     let run = |args: &[&std::ffi::OsStr]| ok(&cfsctl(&repo, args));
-    let id = run(&["create-image".as_ref(), src.as_os_str()])
-        .trim()
-        .to_owned();
+    let id = run(&[
+        "create-image".as_ref(),
+        "--no-oci-rules".as_ref(),
+        src.as_os_str(),
+    ])
+    .trim()
+    .to_owned();
     // EROFS cannot read a file on tmpfs directly (ENOTBLK); the mount goes through a loop
     // device over the image object.
     run(&["mount".as_ref(), id.as_ref(), mnt.as_os_str()]);

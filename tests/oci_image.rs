@@ -340,30 +340,36 @@ fn extract_with_gnu_tar(root: &Path, blobs: &[PathBuf]) {
     }
 }
 
-/// Gives a directory the root metadata cfs uses for images from layers: mode 0555, root,
-/// mtime 0.
-fn set_root_metadata(dir: &Path) {
-    rustix::fs::chmod(dir, rustix::fs::Mode::from_raw_mode(0o555)).expect("chmod");
+/// Applies the canonical-tree rules (docs/image.md) to an unpacked rootfs on disk: the root
+/// directory gets `/usr`'s mode, owner and mtime; `/run` is emptied and gets `/usr`'s mtime.
+fn like_canonical(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let usr = std::fs::metadata(dir.join("usr")).expect("stat usr");
+    let mtime = usr.modified().expect("mtime");
+    let run = dir.join("run");
+    if run.is_dir() {
+        for e in std::fs::read_dir(&run).expect("read run") {
+            let p = e.expect("entry").path();
+            if p.is_dir() && !p.is_symlink() {
+                std::fs::remove_dir_all(&p).expect("rm");
+            } else {
+                std::fs::remove_file(&p).expect("rm");
+            }
+        }
+        std::fs::File::open(&run)
+            .and_then(|f| f.set_modified(mtime))
+            .expect("mtime of run");
+    }
+    rustix::fs::chmod(dir, rustix::fs::Mode::from_raw_mode(usr.mode() & 0o7777)).expect("chmod");
     rustix::fs::chown(
         dir,
-        Some(rustix::process::Uid::ROOT),
-        Some(rustix::process::Gid::ROOT),
+        Some(rustix::process::Uid::from_raw(usr.uid())),
+        Some(rustix::process::Gid::from_raw(usr.gid())),
     )
     .expect("chown");
-    let t = rustix::fs::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        dir,
-        &rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-        rustix::fs::AtFlags::empty(),
-    )
-    .expect("utimensat");
+    std::fs::File::open(dir)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("mtime of root");
 }
 
 /// The Debian fixture: OCI layers → image ID equal to the ID of the same rootfs as a
@@ -423,17 +429,26 @@ fn debian_fixture_same_tree_same_id_and_mount_matches_umoci() {
             "deb",
         ],
     ));
-    let id = ok(&run(&repo, &["oci", "compute-id", "deb"]));
+    // `--xattrs all` throughout: the xattrs are compared too (the default canonical-tree
+    // filter keeps only security.capability; tests/composefs_rs.rs checks the defaults).
+    let id = ok(&run(
+        &repo,
+        &["oci", "compute-id", "--xattrs", "all", "deb"],
+    ));
     eprintln!("pull + compute-id: {:?}", started.elapsed());
 
-    // 1. Same tree, same ID: the layers extracted by GNU tar (whiteouts applied), with the
-    //    root directory given the metadata cfs uses.
+    // 1. Same tree, same ID: the layers extracted by GNU tar (whiteouts applied); the
+    //    canonical-tree rules give the root `/usr`'s metadata and empty `/run` on both sides.
     let t = Instant::now();
     let extracted = scratch.path().join("extracted");
     std::fs::create_dir(&extracted).expect("mkdir");
     extract_with_gnu_tar(&extracted, &blobs);
-    set_root_metadata(&extracted);
-    let a: Vec<&OsStr> = vec!["compute-id".as_ref(), extracted.as_os_str()];
+    let a: Vec<&OsStr> = vec![
+        "compute-id".as_ref(),
+        "--xattrs".as_ref(),
+        "all".as_ref(),
+        extracted.as_os_str(),
+    ];
     assert_eq!(
         ok(&cfsctl(&repo, &a)),
         id,
@@ -457,21 +472,24 @@ fn debian_fixture_same_tree_same_id_and_mount_matches_umoci() {
     let a: Vec<&OsStr> = vec![
         "oci".as_ref(),
         "mount".as_ref(),
+        "--xattrs".as_ref(),
+        "all".as_ref(),
         "deb".as_ref(),
         mnt.as_os_str(),
     ];
     ok(&cfsctl(&repo, &a));
     let mount = Mounted(mnt.clone());
     let mut mounted = snapshot(&mnt);
+    // The canonical-tree rules, applied to umoci's rootfs: the root gets `/usr`'s metadata,
+    // `/run` is emptied and gets `/usr`'s mtime (umoci's root is 0755, mtime 0).
+    let [usr, root] = [Path::new("usr"), Path::new("")].map(|p| {
+        let e = &mounted[p];
+        (e.mode, e.uid, e.gid, e.mtime)
+    });
+    assert_eq!(root, usr, "the root takes /usr's metadata");
+    like_canonical(&rootfs);
     let unpacked = snapshot(&rootfs);
-    // Known differences (docs/image.md): the root directory's mode (0555 here, umoci's 0755)
-    // and xattrs with an empty value, which umoci drops.
-    let root = mounted.get_mut(Path::new("")).expect("root");
-    assert_eq!(
-        (root.mode, root.uid, root.gid, root.mtime),
-        (0o40555, 0, 0, (0, 0))
-    );
-    root.mode = unpacked[Path::new("")].mode;
+    // Known difference (docs/image.md): xattrs with an empty value, which umoci drops.
     let mut dropped = Vec::new();
     for (path, e) in &mut mounted {
         e.xattrs.retain(|k, v| {
@@ -497,7 +515,7 @@ fn debian_fixture_same_tree_same_id_and_mount_matches_umoci() {
         t.elapsed()
     );
 
-    // 3. umoci's rootfs with those two differences undone has the image's ID too.
+    // 3. umoci's rootfs with the empty xattr restored has the image's ID too.
     rustix::fs::lsetxattr(
         rootfs.join("opt/fixture/data/tagged"),
         "user.fixture.empty",
@@ -505,8 +523,12 @@ fn debian_fixture_same_tree_same_id_and_mount_matches_umoci() {
         rustix::fs::XattrFlags::empty(),
     )
     .expect("setxattr");
-    set_root_metadata(&rootfs);
-    let a: Vec<&OsStr> = vec!["compute-id".as_ref(), rootfs.as_os_str()];
+    let a: Vec<&OsStr> = vec![
+        "compute-id".as_ref(),
+        "--xattrs".as_ref(),
+        "all".as_ref(),
+        rootfs.as_os_str(),
+    ];
     assert_eq!(ok(&cfsctl(&repo, &a)), id);
     drop(mount);
     let t = Instant::now();

@@ -6,9 +6,67 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use cfs_image::scan::{ObjectStore, ScanOptions, scan};
-use cfs_image::{FormatOptions, dumpfile, erofs};
+use cfs_image::transform::{self, XattrFilter};
+use cfs_image::{ExternalFile, FileSystem, FormatOptions, dumpfile, erofs};
 use cfs_repository::{FsVerityHasher, HashAlgorithm, Repository};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+
+/// The canonical-tree options of the commands that compute image IDs of container trees
+/// (docs/image.md, "The canonical tree"): by default composefs-rs 0.9.4's OCI rules.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Canonical {
+    /// Which xattrs to keep: allowlist-only (security.capability only, as composefs-rs),
+    /// keep-user-xattrs (also user.*), all (every xattr; no composefs-rs ID matches it).
+    #[arg(long, value_name = "FILTER", default_value = "allowlist-only")]
+    pub xattrs: XattrFilter,
+    /// Also apply the boot rules (/boot and /sysroot emptied, security.selinux stripped), as
+    /// composefs-rs's --bootable: the ID a sealed boot image carries.
+    #[arg(long)]
+    pub bootable: bool,
+}
+
+impl Canonical {
+    /// Turns `fs` into the canonical tree these options describe; `read_external` reads a
+    /// file the boot rules need (`/etc/selinux/config`) when it is not inline.
+    pub fn apply(
+        &self,
+        fs: &mut FileSystem,
+        read_external: impl FnOnce(&ExternalFile) -> Result<Vec<u8>, String>,
+    ) -> Result<()> {
+        transform::apply_oci(fs, self.xattrs);
+        if self.bootable {
+            transform::apply_boot(fs, read_external)?;
+        }
+        Ok(())
+    }
+}
+
+/// How `create-image` and `compute-id` turn a directory into an image.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DirRules {
+    /// The canonical-tree rules.
+    #[command(flatten)]
+    pub canonical: Canonical,
+    /// Store the directory exactly as scanned (no canonical-tree rules, every xattr,
+    /// mkcomposefs's default format version): not an ID composefs-rs computes.
+    #[arg(long, conflicts_with_all = ["xattrs", "bootable"])]
+    pub no_oci_rules: bool,
+}
+
+impl DirRules {
+    /// Turns `fs`, scanned from `srcdir`, into the tree these rules describe; returns the
+    /// format to write it in.
+    fn apply(&self, fs: &mut FileSystem, srcdir: &Path) -> Result<FormatOptions> {
+        if self.no_oci_rules {
+            return Ok(FormatOptions::default());
+        }
+        let config = srcdir.join("etc/selinux/config");
+        self.canonical.apply(fs, |_| {
+            std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))
+        })?;
+        Ok(transform::OCI_FORMAT)
+    }
+}
 
 /// Image subcommands that work on files, without a repository.
 #[derive(Subcommand, Debug)]
@@ -122,14 +180,20 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
 
 /// `cfsctl create-image SRCDIR [NAME]`: stores the directory's files and its image; prints the
 /// image ID.
-pub fn create_image(repo: &Repository, srcdir: &Path, name: Option<&str>) -> Result<()> {
-    let fs = scan(
+pub fn create_image(
+    repo: &Repository,
+    srcdir: &Path,
+    name: Option<&str>,
+    rules: &DirRules,
+) -> Result<()> {
+    let mut fs = scan(
         srcdir,
         ObjectStore::Repository(repo),
         ScanOptions::default(),
     )
     .with_context(|| format!("scanning {}", srcdir.display()))?;
-    let id = cfs_image::repo::store_image(repo, &fs, FormatOptions::default())?;
+    let format = rules.apply(&mut fs, srcdir)?;
+    let id = cfs_image::repo::store_image(repo, &fs, format)?;
     if let Some(name) = name {
         repo.set_image_ref(name, &id)?;
     }
@@ -139,10 +203,11 @@ pub fn create_image(repo: &Repository, srcdir: &Path, name: Option<&str>) -> Res
 
 /// `cfsctl compute-id SRCDIR`: the image ID `create-image` would print, without storing
 /// anything.
-pub fn compute_id(srcdir: &Path, hash: HashAlgorithm) -> Result<()> {
-    let fs = scan(srcdir, ObjectStore::HashOnly(hash), ScanOptions::default())
+pub fn compute_id(srcdir: &Path, hash: HashAlgorithm, rules: &DirRules) -> Result<()> {
+    let mut fs = scan(srcdir, ObjectStore::HashOnly(hash), ScanOptions::default())
         .with_context(|| format!("scanning {}", srcdir.display()))?;
-    let id = cfs_image::repo::image_id(&fs, hash, FormatOptions::default())?;
+    let format = rules.apply(&mut fs, srcdir)?;
+    let id = cfs_image::repo::image_id(&fs, hash, format)?;
     println!("{id}");
     Ok(())
 }

@@ -68,6 +68,9 @@ enum Command {
         srcdir: PathBuf,
         /// Also name the image with this image ref.
         name: Option<String>,
+        /// The canonical-tree rules.
+        #[command(flatten)]
+        rules: image::DirRules,
     },
     /// Print the image ID `create-image` would give a directory, without storing anything
     /// (no repository needed).
@@ -77,6 +80,9 @@ enum Command {
         hash: HashAlgorithm,
         /// The directory.
         srcdir: PathBuf,
+        /// The canonical-tree rules.
+        #[command(flatten)]
+        rules: image::DirRules,
     },
     /// List the composefs images in the repository: ID, image refs, where mounted.
     Images,
@@ -280,10 +286,16 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
         }
         Command::Oci(cmd) => oci::run(&std::sync::Arc::new(open(cli.repo)?), cmd)?,
         Command::Image(cmd) => image::run(cmd)?,
-        Command::CreateImage { srcdir, name } => {
-            image::create_image(&open(cli.repo)?, &srcdir, name.as_deref())?
-        }
-        Command::ComputeId { hash, srcdir } => image::compute_id(&srcdir, hash)?,
+        Command::CreateImage {
+            srcdir,
+            name,
+            rules,
+        } => image::create_image(&open(cli.repo)?, &srcdir, name.as_deref(), &rules)?,
+        Command::ComputeId {
+            hash,
+            srcdir,
+            rules,
+        } => image::compute_id(&srcdir, hash, &rules)?,
         Command::Mount { image, mountpoint } => mount::run(&open(cli.repo)?, &image, &mountpoint)?,
         Command::Mounts => mount::list(&open(cli.repo)?)?,
         Command::Images => image::list_images(&open(cli.repo)?)?,

@@ -77,18 +77,27 @@ pub enum OciCommand {
     ComputeId {
         /// Name or image ID (`sha256:<config digest>`).
         name: String,
+        /// The canonical-tree rules.
+        #[command(flatten)]
+        rules: crate::image::Canonical,
     },
     /// Store the composefs image of an image's merged layers and name it with the image ref
     /// `oci/NAME` (so gc keeps it); prints the image ID.
     CreateImage {
         /// Name or image ID (`sha256:<config digest>`).
         name: String,
+        /// The canonical-tree rules.
+        #[command(flatten)]
+        rules: crate::image::Canonical,
     },
     /// Mount an image's merged layers read-only (needs root), creating its composefs image
     /// first if needed.
     Mount {
         /// Name or image ID (`sha256:<config digest>`).
         name: String,
+        /// The canonical-tree rules.
+        #[command(flatten)]
+        rules: crate::image::Canonical,
         /// An existing directory.
         mountpoint: PathBuf,
     },
@@ -96,6 +105,9 @@ pub enum OciCommand {
     Dump {
         /// Name or image ID (`sha256:<config digest>`).
         name: String,
+        /// The canonical-tree rules.
+        #[command(flatten)]
+        rules: crate::image::Canonical,
     },
 }
 
@@ -136,15 +148,31 @@ pub struct PullArgs {
     quiet: bool,
 }
 
-/// Merges the image's layers into a tree.
-fn tree(repo: &Repository, name: &str) -> Result<cfs_image::FileSystem> {
-    cfs_oci::tree::image_tree(repo, name).with_context(|| format!("building the tree of {name}"))
+/// Merges the image's layers into a tree and makes it the canonical tree `rules` describe.
+fn tree(
+    repo: &Repository,
+    name: &str,
+    rules: &crate::image::Canonical,
+) -> Result<cfs_image::FileSystem> {
+    let mut fs = cfs_oci::tree::image_tree(repo, name)
+        .with_context(|| format!("building the tree of {name}"))?;
+    rules
+        .apply(&mut fs, |file| {
+            let id = file.digest.as_ref().ok_or("no object digest")?;
+            repo.read_object(id).map_err(|e| e.to_string())
+        })
+        .with_context(|| format!("the canonical tree of {name}"))?;
+    Ok(fs)
 }
 
 /// Stores the composefs image of `name`'s layers and sets the image ref `oci/NAME`.
-fn create_image(repo: &Repository, name: &str) -> Result<cfs_repository::ObjectId> {
-    let fs = tree(repo, name)?;
-    let id = cfs_image::repo::store_image(repo, &fs, cfs_image::FormatOptions::default())?;
+fn create_image(
+    repo: &Repository,
+    name: &str,
+    rules: &crate::image::Canonical,
+) -> Result<cfs_repository::ObjectId> {
+    let fs = tree(repo, name, rules)?;
+    let id = cfs_image::repo::store_image(repo, &fs, cfs_image::transform::OCI_FORMAT)?;
     repo.set_image_ref(&store::image_ref_name(name), &id)?;
     Ok(id)
 }
@@ -442,7 +470,8 @@ fn restore_image_ref(repo: &Repository, name: &str) -> Result<Option<cfs_reposit
     if !has_ref || repo.resolve_image(&image_ref).is_ok() {
         return Ok(None);
     }
-    let id = create_image(repo, name)
+    // The default canonical-tree rules: the ref does not record the rules it was made with.
+    let id = create_image(repo, name, &crate::image::Canonical::default())
         .with_context(|| format!("pulled {name}, but rebuilding its image ref {image_ref}"))?;
     Ok(Some(id))
 }
@@ -653,25 +682,28 @@ pub fn run(repo: &Arc<Repository>, cmd: OciCommand) -> Result<()> {
             reader.write_to(repo, &mut out)?;
             std::io::Write::flush(&mut out)?;
         }
-        OciCommand::ComputeId { name } => {
-            let fs = tree(repo, &name)?;
-            let id = cfs_image::repo::image_id(
-                &fs,
-                repo.algorithm(),
-                cfs_image::FormatOptions::default(),
-            )?;
+        OciCommand::ComputeId { name, rules } => {
+            let fs = tree(repo, &name, &rules)?;
+            let id =
+                cfs_image::repo::image_id(&fs, repo.algorithm(), cfs_image::transform::OCI_FORMAT)?;
             println!("{id}");
         }
-        OciCommand::CreateImage { name } => println!("{}", create_image(repo, &name)?),
-        OciCommand::Mount { name, mountpoint } => {
+        OciCommand::CreateImage { name, rules } => {
+            println!("{}", create_image(repo, &name, &rules)?)
+        }
+        OciCommand::Mount {
+            name,
+            mountpoint,
+            rules,
+        } => {
             if !rustix::process::geteuid().is_root() {
                 bail!("mounting needs root (CAP_SYS_ADMIN)");
             }
-            let id = create_image(repo, &name)?;
+            let id = create_image(repo, &name, &rules)?;
             crate::mount::run(repo, &id.to_hex(), &mountpoint)?;
         }
-        OciCommand::Dump { name } => {
-            let fs = tree(repo, &name)?;
+        OciCommand::Dump { name, rules } => {
+            let fs = tree(repo, &name, &rules)?;
             let mut out = std::io::stdout().lock();
             cfs_image::dumpfile::write(&fs, &mut out)?;
             out.flush()?;

@@ -7,6 +7,8 @@
 //!   back.
 //! - [`xattr`]: the xattr limits every tree meets (name, value, per-inode budget), shared by
 //!   the tar, scan and dumpfile inputs and the EROFS writer.
+//! - [`transform`]: the canonical-tree rules for container images (root from `/usr`, `/run`
+//!   emptied, xattr allowlist; the boot rules), matching composefs-rs's IDs.
 //! - [`scan`]: reading a directory from disk into a tree, storing or hashing file contents.
 //! - [`repo`]: images in a repository: creating them, finding their objects for gc and fsck,
 //!   checking an image's own digest.
@@ -24,6 +26,7 @@ pub mod mount;
 pub mod mounts;
 pub mod repo;
 pub mod scan;
+pub mod transform;
 pub mod tree;
 pub mod xattr;
 
