@@ -694,12 +694,22 @@ impl Repository {
     }
 }
 
+/// Smallest object whose writeback [`start_writeback`] starts early.
+const EARLY_WRITEBACK_MIN: u64 = 1 << 20;
+
 /// Starts writing a new object's data back to the disk without waiting for it
 /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that the `syncfs` that must precede naming
 /// a stream finds most of the data already written instead of writing a whole pull's worth
 /// at once. Only a hint: durability still comes from that `syncfs`, and failure is ignored.
+///
+/// Only for objects of at least [`EARLY_WRITEBACK_MIN`] bytes: started one small file at a
+/// time, writeback costs a block-layer submission per file in the writing thread, while
+/// `syncfs` (or the kernel's flusher) writes many small files in one pass.
 fn start_writeback(file: &File) {
     use std::os::fd::AsRawFd;
+    if file.metadata().map_or(true, |m| m.len() < EARLY_WRITEBACK_MIN) {
+        return;
+    }
     // SAFETY: sync_file_range(2) only reads its integer arguments; the descriptor is open for
     // the duration of the call because `file` is borrowed.
     unsafe {
