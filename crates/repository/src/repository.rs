@@ -707,7 +707,10 @@ const EARLY_WRITEBACK_MIN: u64 = 1 << 20;
 /// `syncfs` (or the kernel's flusher) writes many small files in one pass.
 fn start_writeback(file: &File) {
     use std::os::fd::AsRawFd;
-    if !file.metadata().is_ok_and(|m| m.len() >= EARLY_WRITEBACK_MIN) {
+    if !file
+        .metadata()
+        .is_ok_and(|m| m.len() >= EARLY_WRITEBACK_MIN)
+    {
         return;
     }
     // SAFETY: sync_file_range(2) only reads its integer arguments; the descriptor is open for
