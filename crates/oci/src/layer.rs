@@ -174,11 +174,7 @@ pub fn split_layer_with_pool(
     tar: impl BufRead,
     pool: &ObjectPool,
 ) -> Result<LayerImport, TarError> {
-    let mut reader = HashingBufReader::new(tar);
-    let stream = split_with_pool(repo, &mut reader, pool)?;
-    let taken = reader.count();
-    let rest = std::io::copy(&mut reader, &mut std::io::sink())?;
-    finish_import(stream, taken, rest, reader.finish())
+    split_pooled(repo, HashingBufReader::new(tar), pool)
 }
 
 /// [`split_layer_with_pool`] for a layer whose diff_id the caller computes anyway (an
@@ -189,7 +185,14 @@ pub fn split_layer_with_pool_unhashed(
     tar: impl BufRead,
     pool: &ObjectPool,
 ) -> Result<LayerImport, TarError> {
-    let mut reader = HashingBufReader::counting(tar);
+    split_pooled(repo, HashingBufReader::counting(tar), pool)
+}
+
+fn split_pooled<R: BufRead>(
+    repo: &Repository,
+    mut reader: HashingBufReader<R>,
+    pool: &ObjectPool,
+) -> Result<LayerImport, TarError> {
     let stream = split_with_pool(repo, &mut reader, pool)?;
     let taken = reader.count();
     let rest = std::io::copy(&mut reader, &mut std::io::sink())?;
