@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{cfsctl, ok};
+use common::{cfsctl, ok, skopeo};
 
 /// `cfsctl --repo REPO ARGS...` with `PATH` set to `path` only.
 fn cfsctl_with_path(repo: &Path, path: &Path, args: &[&str]) -> Output {
@@ -21,18 +21,6 @@ fn cfsctl_with_path(repo: &Path, path: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run cfsctl")
-}
-
-fn skopeo(args: &[&str]) {
-    let out = Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn new_repo(dir: &Path, name: &str) -> PathBuf {

@@ -9,7 +9,7 @@ mod oci_layout;
 #[path = "common/registry.rs"]
 mod registry;
 
-use common::{cfsctl, ok};
+use common::{cfsctl, ok, skopeo};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -65,18 +65,6 @@ fn diff_ids(img: &Image) -> Vec<String> {
 
 fn skopeo_ok() -> bool {
     common::require_tool("skopeo")
-}
-
-fn skopeo(args: &[&str]) {
-    let out = Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn skopeo_raw_digest(image: &str) -> String {

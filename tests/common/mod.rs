@@ -150,3 +150,17 @@ pub fn fixtures() -> Option<(PathBuf, serde_json::Value)> {
     };
     Some((root, serde_json::from_slice(&json).expect("fixtures.json")))
 }
+
+/// Runs skopeo with `args`, panicking with its message if it fails; its stdout.
+pub fn skopeo(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use super::fsutil::{Root, read_whole};
-use super::layout::read_small;
+use super::layout::{open_exact, read_small};
 use super::{BlobInner, LocalError, MAX_MANIFEST};
 
 /// The `version` file of the current layout.
@@ -102,23 +102,6 @@ impl DirSource {
     }
 
     pub(crate) fn open_blob(&self, hex: &str, size: u64) -> Result<BlobInner, LocalError> {
-        let name = self.blob_name(hex);
-        let path = self.root.display(&name);
-        let (file, len) = self
-            .root
-            .open_file(&name)?
-            .ok_or(LocalError::Missing { path: path.clone() })?;
-        if len != size {
-            return Err(LocalError::SizeMismatch {
-                path,
-                expected: size,
-                actual: len,
-            });
-        }
-        Ok(BlobInner::File {
-            file,
-            remaining: size,
-            path,
-        })
+        open_exact(&self.root, &self.blob_name(hex), size)
     }
 }

@@ -49,24 +49,7 @@ impl Layout {
     }
 
     pub(crate) fn open_blob(&self, hex: &str, size: u64) -> Result<BlobInner, LocalError> {
-        let rel = Self::rel(hex);
-        let path = self.root.display(&rel);
-        let (file, len) = self
-            .root
-            .open_file(&rel)?
-            .ok_or_else(|| LocalError::Missing { path: path.clone() })?;
-        if len != size {
-            return Err(LocalError::SizeMismatch {
-                path,
-                expected: size,
-                actual: len,
-            });
-        }
-        Ok(BlobInner::File {
-            file,
-            remaining: size,
-            path,
-        })
+        open_exact(&self.root, &Self::rel(hex), size)
     }
 }
 
@@ -77,4 +60,25 @@ pub(crate) fn read_small(root: &Root, name: &str) -> Result<Vec<u8>, LocalError>
         .open_file(name)?
         .ok_or_else(|| LocalError::Missing { path: path.clone() })?;
     read_whole(file, len, MAX_MANIFEST, &path)
+}
+
+/// Opens the regular file `rel` below `root` for streaming, checking that it holds exactly
+/// `size` bytes (a missing file and a size mismatch are errors naming the path).
+pub(super) fn open_exact(root: &Root, rel: &str, size: u64) -> Result<BlobInner, LocalError> {
+    let path = root.display(rel);
+    let (file, len) = root
+        .open_file(rel)?
+        .ok_or_else(|| LocalError::Missing { path: path.clone() })?;
+    if len != size {
+        return Err(LocalError::SizeMismatch {
+            path,
+            expected: size,
+            actual: len,
+        });
+    }
+    Ok(BlobInner::File {
+        file,
+        remaining: size,
+        path,
+    })
 }
