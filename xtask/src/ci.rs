@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: the project's whole check, as CI runs it (`.ci/run`) and as README.md
 //! tells developers to run it: installs the tools the tests use, then format, lints, import
 //! cycles (`cargo xtask check-cycles`, every crate), the fixtures, every test, a fuzzing smoke
-//! run, and the fs-verity tests in a VM (`cargo xtask vm-test`).
+//! run, the fs-verity tests in a VM (`cargo xtask vm-test`) and the boot from cfs in a VM
+//! (`cargo xtask vm-test --boot`).
 
 use std::process::Command;
 
@@ -25,6 +26,8 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("mkfs.ext4", "e2fsprogs"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("busybox", "busybox-static"),
+    ("debugfs", "e2fsprogs"),
+    ("strip", "binutils"),
 ];
 
 /// Arguments of `cargo xtask ci`.
@@ -69,6 +72,8 @@ pub fn run(args: Args) -> Result<()> {
     run_command(cargo().args(["xtask", "fuzz", "--smoke"]))?;
     step("vm-test (fs-verity in a QEMU guest)");
     run_command(cargo().args(["xtask", "vm-test"]))?;
+    step("vm-test --boot (boot a kernel from cfs in a QEMU guest)");
+    run_command(cargo().args(["xtask", "vm-test", "--boot"]))?;
     println!("\nci: all checks passed");
     Ok(())
 }

@@ -271,6 +271,11 @@ impl Paths {
     }
 }
 
+/// The debootstrap root filesystem tar (the base layer) of the fixtures in `out`.
+pub(crate) fn base_tar(out: &Path) -> PathBuf {
+    Paths::new(out.to_path_buf()).base_tar
+}
+
 /// `cargo xtask fixtures` with its defaults, in this process: builds the fixtures in
 /// `$CFS_FIXTURES` (else `<workspace>/target/fixtures`) unless they are cached; returns that
 /// directory.

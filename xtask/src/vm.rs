@@ -29,6 +29,13 @@ use sha2::{Digest, Sha256};
 
 use crate::{command_output, find_program, project_root, run_command, vm_guest};
 
+mod boot_fixture;
+mod boot_guest;
+mod boot_test;
+mod cpio;
+
+pub(crate) use cpio::Cpio;
+
 /// Command line of `cargo xtask vm-test`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,6 +55,11 @@ pub struct Args {
     /// Skip the OCI pull part (no second disk, no skopeo in the guest).
     #[arg(long)]
     no_oci: bool,
+    /// Instead of the verity checks, boot from cfs: install a bootable Debian image with
+    /// `prepare-boot` in one guest, boot its entry, and check the verified root
+    /// (docs/vm-test.md, "Booting from cfs").
+    #[arg(long)]
+    boot: bool,
 }
 
 /// Modules the guest loads (dependencies are added first).
@@ -93,6 +105,9 @@ pub fn run(args: Args) -> Result<()> {
     let kernel = prepare_kernel(&cache, args.kernel_package.as_deref())?;
     let cfsctl = build_cfsctl(args.release)?;
     eprintln!("vm-test: cfsctl {}", cfsctl.display());
+    if args.boot {
+        return boot_test::run(&args, &kernel, &cfsctl, &busybox, &cache, started);
+    }
 
     let work = cache.join("run");
     if work.exists() {
@@ -226,14 +241,18 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// The guest kernel: the ELF vmlinux and the modules to load, in order.
-struct Kernel {
-    vmlinux: PathBuf,
-    modules: Vec<(String, Vec<u8>)>,
+pub(crate) struct Kernel {
+    /// The uncompressed ELF kernel (booted through PVH).
+    pub(crate) vmlinux: PathBuf,
+    /// The wanted modules and their dependencies, decompressed, in load order.
+    pub(crate) modules: Vec<(String, Vec<u8>)>,
+    /// The unpacked package (`boot/vmlinuz-<kver>`, `lib/modules/<kver>/`).
+    pub(crate) root: PathBuf,
 }
 
 /// The newest `linux-image-6.12.N+debX-cloud-amd64` apt knows (signed or unsigned).
@@ -271,7 +290,7 @@ fn newest_kernel_package() -> Result<String> {
     )
 }
 
-fn prepare_kernel(cache: &Path, package: Option<&str>) -> Result<Kernel> {
+pub(crate) fn prepare_kernel(cache: &Path, package: Option<&str>) -> Result<Kernel> {
     let package = match package {
         Some(p) => p.to_owned(),
         None => {
@@ -325,11 +344,15 @@ fn prepare_kernel(cache: &Path, package: Option<&str>) -> Result<Kernel> {
     }
     fs::write(cache.join("kernel-package"), &package)?;
     let modules = resolve_modules(&root)?;
-    Ok(Kernel { vmlinux, modules })
+    Ok(Kernel {
+        vmlinux,
+        modules,
+        root,
+    })
 }
 
 /// The uncompressed ELF kernel inside an x86 bzImage whose payload is zstd-compressed.
-fn extract_vmlinux(bz: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn extract_vmlinux(bz: &[u8]) -> Result<Vec<u8>> {
     const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
     let le32 = |at: usize| -> Option<usize> {
         Some(u32::from_le_bytes(bz.get(at..at + 4)?.try_into().ok()?) as usize)
@@ -452,7 +475,7 @@ fn modinfo(ko: &[u8]) -> Vec<(String, String)> {
 }
 
 /// Builds cfsctl and returns the path of the binary.
-fn build_cfsctl(release: bool) -> Result<PathBuf> {
+pub(crate) fn build_cfsctl(release: bool) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([
@@ -481,7 +504,7 @@ fn build_cfsctl(release: bool) -> Result<PathBuf> {
 }
 
 /// Adds a dynamically linked program and the shared libraries `ldd` lists, at their paths.
-fn add_program(cpio: &mut Cpio, program: &Path, at: &str) -> Result<()> {
+pub(crate) fn add_program(cpio: &mut Cpio, program: &Path, at: &str) -> Result<()> {
     cpio.file(at, &read(program)?, 0o755);
     let out = command_output(Command::new("ldd").arg(program)).unwrap_or_default();
     for line in String::from_utf8_lossy(&out).lines() {
@@ -516,7 +539,7 @@ fn add_program(cpio: &mut Cpio, program: &Path, at: &str) -> Result<()> {
 }
 
 /// Creates a raw ext4 image of `mib` MiB with the verity feature, optionally filled from `dir`.
-fn make_ext4(path: &Path, mib: u64, content: Option<&Path>) -> Result<()> {
+pub(crate) fn make_ext4(path: &Path, mib: u64, content: Option<&Path>) -> Result<()> {
     let f = File::create(path)?;
     f.set_len(mib << 20)?;
     drop(f);
@@ -622,16 +645,16 @@ fn make_oci_layout(root: &Path) -> Result<()> {
 }
 
 /// What happened during a boot.
-struct Outcome {
-    console: String,
-    booted: Option<Duration>,
-    guest_boot_uptime: Option<String>,
-    done: Option<Duration>,
-    exited: Duration,
-    timed_out: bool,
+pub(crate) struct Outcome {
+    pub(crate) console: String,
+    pub(crate) booted: Option<Duration>,
+    pub(crate) guest_boot_uptime: Option<String>,
+    pub(crate) done: Option<Duration>,
+    pub(crate) exited: Duration,
+    pub(crate) timed_out: bool,
 }
 
-fn boot(qemu: &mut Command, timeout: Duration, verbose: bool) -> Result<Outcome> {
+pub(crate) fn boot(qemu: &mut Command, timeout: Duration, verbose: bool) -> Result<Outcome> {
     let start = Instant::now();
     let mut child = qemu
         .stdin(Stdio::null())
@@ -696,67 +719,4 @@ fn boot(qemu: &mut Command, timeout: Duration, verbose: bool) -> Result<Outcome>
     let _ = reader.join();
     out.exited = start.elapsed();
     Ok(out)
-}
-
-/// A newc (`070701`) cpio archive in memory, as the kernel unpacks an initramfs.
-#[derive(Default)]
-struct Cpio {
-    data: Vec<u8>,
-    names: std::collections::HashSet<String>,
-    ino: u32,
-}
-
-impl Cpio {
-    fn has(&self, name: &str) -> bool {
-        self.names.contains(name)
-    }
-
-    fn entry(&mut self, name: &str, mode: u32, body: &[u8]) {
-        if !self.names.insert(name.to_owned()) {
-            return;
-        }
-        self.ino += 1;
-        let header = format!(
-            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-            self.ino,
-            mode,
-            0,
-            0,
-            1,
-            0,
-            body.len(),
-            0,
-            0,
-            0,
-            0,
-            name.len() + 1,
-            0
-        );
-        self.data.extend_from_slice(header.as_bytes());
-        self.data.extend_from_slice(name.as_bytes());
-        self.data.push(0);
-        self.pad();
-        self.data.extend_from_slice(body);
-        self.pad();
-    }
-
-    fn pad(&mut self) {
-        while !self.data.len().is_multiple_of(4) {
-            self.data.push(0);
-        }
-    }
-
-    fn dir(&mut self, name: &str) {
-        self.entry(name, 0o040755, b"");
-    }
-
-    fn file(&mut self, name: &str, body: &[u8], perm: u32) {
-        self.entry(name, 0o100000 | perm, body);
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.names.remove("TRAILER!!!");
-        self.entry("TRAILER!!!", 0, b"");
-        self.data
-    }
 }
