@@ -226,3 +226,30 @@ fn images_rmi_and_gc_free_composefs_images() {
     assert_eq!(run(&["images"]), "IMAGE ID\tNAMES\tMOUNTED AT\n");
     run(&["fsck"]);
 }
+
+/// `cfsctl completions SHELL` prints a script for each shell that knows the nested commands,
+/// and refuses an unknown shell as a usage error.
+#[test]
+fn completions_for_every_shell() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (shell, marker) in [
+        ("bash", "_cfsctl"),
+        ("zsh", "#compdef cfsctl"),
+        ("fish", "complete -c cfsctl"),
+    ] {
+        let out = cfsctl(dir.path(), &["completions", shell]);
+        let text = ok(&out);
+        assert!(text.contains(marker), "{shell}: no {marker:?}");
+        // Nested subcommands (oci pull) and their options are completed too.
+        assert!(
+            text.contains("pull") && text.contains("tls-verify"),
+            "{shell}"
+        );
+    }
+    let out = cfsctl(dir.path(), &["completions", "cmd.exe"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "unknown shell must be a usage error"
+    );
+}

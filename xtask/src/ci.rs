@@ -61,6 +61,8 @@ pub fn run(args: Args) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    step("man pages (docs/man/ generated from the code)");
+    run_command(cargo().args(["xtask", "man", "--check"]))?;
     step("check-cycles (no import cycles between modules, every crate)");
     run_command(cargo().args(["xtask", "check-cycles"]))?;
     step("fixtures (Debian OCI images)");

@@ -16,8 +16,9 @@
 //!   and benchmarks (see `docs/fixtures.md`).
 //! - `peers` ([`peers`]): find or install the peers compared against (composefs-rs 0.9.4).
 //! - `fuzz` ([`fuzz`]): build and run the libFuzzer targets in `fuzz/` (`--smoke` for CI).
-//! - `vm-test` ([`vm`]): the fs-verity tests in a QEMU guest with Debian's 6.12 kernel (see
-//!   `docs/vm-test.md`).
+//! - `man` ([`man`]): cfsctl's man pages into docs/man/ (`--check` in CI).
+//! - `vm-test` ([`vm`]): the fs-verity tests in a QEMU guest with Debian's 6.12 kernel;
+//!   `--boot`: booting from cfs, proved in QEMU (see `docs/vm-test.md`).
 
 mod bench;
 mod chaos;
@@ -26,6 +27,7 @@ mod cycles;
 mod demo;
 mod fixtures;
 mod fuzz;
+mod man;
 mod many_files;
 mod peers;
 mod vm;
@@ -63,10 +65,13 @@ enum Command {
     /// Find (installing if missing) the peer implementations compared against: composefs-rs
     /// 0.9.4's cfsctl; prints its path.
     Peers(peers::Args),
+    /// Generate cfsctl's man pages into docs/man/ (`--check`: fail if they are stale).
+    Man(man::Args),
     /// Build and run the fuzz targets in fuzz/ (stable toolchain; `--smoke`: 20 s each).
     Fuzz(fuzz::Args),
     /// Boot Debian's 6.12 kernel in QEMU and run the fs-verity tests (enforced repository,
-    /// verity=require mounts, tampered objects) inside it.
+    /// verity=require mounts, tampered objects) inside it; `--boot`: boot a bootable image
+    /// from cfs (prepare-boot, setup-root) and check the verified root.
     VmTest(vm::Args),
 }
 
@@ -79,6 +84,7 @@ fn main() -> Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Fixtures(args) => fixtures::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Man(args) => man::run(args),
         Command::Peers(args) => peers::run(args),
         Command::VmTest(args) => vm::run(args),
     }

@@ -1,6 +1,7 @@
 //! `cfsctl`: the command-line front end of cfs. It parses arguments, calls the library crates
 //! and prints; all logic lives in the libraries.
 
+mod generate;
 mod image;
 mod mount;
 mod oci;
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use cfs_repository::{FsVerityHasher, HashAlgorithm, InitVerity, Repository};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Store container images once, deduplicated by file, and mount them as verified trees.
 #[derive(Parser, Debug)]
@@ -116,6 +117,18 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print a shell completion script (e.g. `cfsctl completions bash >
+    /// /etc/bash_completion.d/cfsctl`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages into DIR (what `cargo xtask man` commits as docs/man/).
+    #[command(hide = true)]
+    GenerateMan {
+        /// The directory to write `cfsctl.1`, `cfsctl-oci.1`, … into.
+        dir: PathBuf,
+    },
 }
 
 fn digest(hash: HashAlgorithm, files: &[PathBuf]) -> Result<()> {
@@ -166,6 +179,8 @@ struct Failed;
 fn run(cli: Cli) -> Result<Option<Failed>> {
     match cli.command {
         Command::Digest { hash, files } => digest(hash, &files)?,
+        Command::Completions { shell } => generate::completions(Cli::command(), shell)?,
+        Command::GenerateMan { dir } => generate::man_pages(Cli::command(), &dir)?,
         Command::Init { hash, insecure } => {
             let path = repo_path(cli.repo)?;
             let mode = if insecure {

@@ -18,7 +18,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// OCI subcommands.
 #[derive(Subcommand, Debug)]
 pub enum OciCommand {
-    /// Pull an image through skopeo, verify every digest, and store it; prints the image ID
+    /// Pull an image (oci:, oci-archive:, dir: read directly; docker://, containers-storage:
+    /// and the rest through skopeo), verify every digest, and store it; prints the image ID
     /// (`sha256:<config digest>`) as the last line.
     Pull(PullArgs),
     /// List images: name, image ID, created, layers, size.
