@@ -46,7 +46,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     fs::create_dir_all(&dest)?;
     for name in pages(&fresh_dir)? {
-        fs::copy(&fresh_dir.join(&name), dest.join(&name))
+        fs::copy(fresh_dir.join(&name), dest.join(&name))
             .with_context(|| format!("writing docs/man/{name}"))?;
     }
     println!("wrote {}", dest.display());
