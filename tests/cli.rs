@@ -122,10 +122,10 @@ fn cat_fsck_and_gc() {
     assert!(json["objects"].as_u64().expect("objects") >= 1);
 
     // Unreferenced: gc --dry-run lists the stream, removes nothing; gc removes it.
-    let dry = ok(&cfsctl(&repo, &["gc", "--dry-run"]));
+    let dry = ok(&cfsctl(&repo, &["gc", "--dry-run", "-v"]));
     assert!(dry.contains(&format!("would remove stream {cid}")), "{dry}");
     assert!(cfsctl(&repo, &["cat", &cid]).status.success());
-    let gc = ok(&cfsctl(&repo, &["gc"]));
+    let gc = ok(&cfsctl(&repo, &["gc", "-v"]));
     assert!(gc.contains(&format!("removed stream {cid}")), "{gc}");
     assert!(!cfsctl(&repo, &["cat", &cid]).status.success());
     let objects = std::fs::read_dir(repo.join("objects"))
@@ -206,13 +206,13 @@ fn images_rmi_and_gc_free_composefs_images() {
     let out = cfsctl(&repo, &["rmi", "app/v2"]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no image ref \"app/v2\""),
+        String::from_utf8_lossy(&out.stderr).contains("no composefs image or image ref \"app/v2\""),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
 
     // The unnamed image goes with the next gc, with its own object; the shared one stays.
-    let gc = run(&["gc"]);
+    let gc = run(&["gc", "-v"]);
     assert!(gc.contains(&format!("removed image {second}")), "{gc}");
     assert!(gc.contains("removed 2 objects"), "{gc}");
     // One name removed: the other still keeps the image.
@@ -220,10 +220,10 @@ fn images_rmi_and_gc_free_composefs_images() {
     assert!(run(&["gc"]).contains("removed 0 objects"));
     // By ID: every remaining name goes, then gc frees the image and its file.
     assert_eq!(run(&["rmi", &first]), "removed image ref app/latest\n");
-    let gc = run(&["gc"]);
+    let gc = run(&["gc", "-v"]);
     assert!(gc.contains(&format!("removed image {first}")), "{gc}");
     assert!(gc.contains("kept 0 objects"), "{gc}");
-    assert_eq!(run(&["images"]), "IMAGE ID\tNAMES\tMOUNTED AT\n");
+    assert_eq!(run(&["images"]), "COMPOSEFS ID\tNAMES\tMOUNTED AT\n");
     run(&["fsck"]);
 }
 
@@ -251,5 +251,136 @@ fn completions_for_every_shell() {
         out.status.code(),
         Some(2),
         "unknown shell must be a usage error"
+    );
+}
+
+/// gc prints one summary line with human-readable sizes; `-v` adds a line per removed name and
+/// object; `--json` has the counts and bytes removed and kept.
+#[test]
+fn gc_summary_verbose_and_json() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    ok(&cfsctl(&repo, &["init", "--insecure"]));
+    let cid = import(&repo, &sample_tar(tmp.path()));
+
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&cfsctl(&repo, &["gc", "--dry-run", "--json"]))).expect("json");
+    assert_eq!(json["dry_run"], true);
+    assert_eq!(json["streams"][0], cid.as_str(), "{json}");
+    let removed = json["objects"].as_array().expect("objects").len();
+    assert!(removed >= 2, "the stream and the 100 kB file: {json}");
+    assert!(json["bytes"].as_u64().expect("bytes") >= 100_000, "{json}");
+    assert_eq!(json["kept_objects"], 0);
+    assert_eq!(json["kept_bytes"], 0);
+
+    let dry = ok(&cfsctl(&repo, &["gc", "--dry-run"]));
+    assert_eq!(dry.lines().count(), 1, "one summary line: {dry}");
+    assert!(
+        dry.starts_with(&format!("would remove {removed} objects (")),
+        "{dry}"
+    );
+    assert!(dry.contains(" KiB)") && dry.contains("1 streams"), "{dry}");
+    let verbose = ok(&cfsctl(&repo, &["gc", "-v"]));
+    assert!(
+        verbose.contains(&format!("removed stream {cid}")),
+        "{verbose}"
+    );
+    assert_eq!(
+        verbose
+            .lines()
+            .filter(|l| l.starts_with("removed object "))
+            .count(),
+        removed,
+        "{verbose}"
+    );
+    let again = ok(&cfsctl(&repo, &["gc"]));
+    assert_eq!(
+        again,
+        "removed 0 objects (0 B), 0 streams, 0 images; kept 0 objects (0 B)\n"
+    );
+}
+
+/// Exit statuses (docs/cli.md): 3 when the named image does not exist (whichever command and
+/// kind of name), 2 for usage errors, 1 for other failures.
+#[test]
+fn exit_status_tells_not_found_from_usage_and_failure() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    ok(&cfsctl(&repo, &["init", "--insecure"]));
+    let unknown_id = "8b7df143d91c716ecfa5fc1730022f6b421b05cedee8fd52b1fc65a96030ad52";
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let mnt = mnt.to_str().expect("utf-8");
+    for args in [
+        vec!["rmi", "nothere"],
+        vec!["rmi", unknown_id],
+        vec!["oci", "rm", "nothere"],
+        vec!["oci", "untag", "nothere"],
+        vec!["oci", "inspect", "nothere"],
+        vec!["oci", "tag", "nothere", "other"],
+        vec!["oci", "compute-id", "nothere"],
+        vec!["oci", "cat", "nothere"],
+    ] {
+        let out = cfsctl(&repo, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert!(
+            err.contains("nothere") || err.contains(unknown_id),
+            "{args:?}: {err}"
+        );
+        // Each points to the other family of commands.
+        assert!(
+            err.contains("cfsctl images") && err.contains("cfsctl oci images"),
+            "{err}"
+        );
+    }
+    if rustix::process::geteuid().is_root() {
+        for args in [
+            vec!["mount", "nothere", mnt],
+            vec!["mount", unknown_id, mnt],
+        ] {
+            let out = cfsctl(&repo, &args);
+            assert_eq!(out.status.code(), Some(3), "{args:?}");
+        }
+    }
+    assert_eq!(cfsctl(&repo, &["no-such-command"]).status.code(), Some(2));
+    assert_eq!(cfsctl(&repo, &["gc", "--bogus"]).status.code(), Some(2));
+    let missing = tmp.path().join("no-layout");
+    let source = format!("oci:{}:x", missing.display());
+    let out = cfsctl(&repo, &["oci", "pull", &source]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `images --json` and `mounts --json` name composefs IDs as such (`composefs_id`), never as
+/// the OCI image ID.
+#[test]
+fn images_and_mounts_json() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    ok(&cfsctl(&repo, &["init", "--insecure"]));
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("file"), vec![b'y'; 20_000]).expect("write");
+    let src = src.to_str().expect("utf-8");
+    let id = ok(&cfsctl(&repo, &["create-image", src, "app"]))
+        .trim()
+        .to_owned();
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&cfsctl(&repo, &["images", "--json"]))).expect("json");
+    assert_eq!(v[0]["composefs_id"], id.as_str(), "{v}");
+    assert_eq!(v[0]["refs"][0], "app", "{v}");
+    assert_eq!(v[0]["mounts"].as_array().map(Vec::len), Some(0), "{v}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&cfsctl(&repo, &["mounts", "--json"]))).expect("json");
+    assert!(v.as_array().is_some(), "{v}");
+    let table = ok(&cfsctl(&repo, &["images"]));
+    assert!(
+        table.starts_with("COMPOSEFS ID\tNAMES\tMOUNTED AT\n"),
+        "{table}"
     );
 }

@@ -221,7 +221,10 @@ fn gc_and_fsck_follow_image_objects() {
 
     // Without its ref, the image and its objects go.
     std::fs::remove_file(repo.join("images/refs/keep")).expect("rm ref");
-    let gc = ok(&cfsctl::<&std::ffi::OsStr>(&repo, &["gc".as_ref()]));
+    let gc = ok(&cfsctl::<&std::ffi::OsStr>(
+        &repo,
+        &["gc".as_ref(), "-v".as_ref()],
+    ));
     assert!(gc.contains(&format!("removed image {id}")), "{gc}");
     assert!(gc.contains("removed 3 objects"), "{gc}");
     assert_eq!(count_objects(&repo), 0);

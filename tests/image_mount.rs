@@ -430,7 +430,7 @@ fn gc_keeps_images_in_use_by_mounts_without_refs() {
     );
 
     // Once no mount uses it, the image and its objects go.
-    let gc = run(&["gc".as_ref()]);
+    let gc = run(&["gc".as_ref(), "-v".as_ref()]);
     assert!(gc.contains(&format!("removed image {id}")), "{gc}");
     assert!(!gc.contains("removed 0 objects"), "{gc}");
     assert!(!image_link.exists());

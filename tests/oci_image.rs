@@ -215,7 +215,7 @@ fn synthetic_image_compute_create_dump_mount() {
     ] {
         assert!(rm.contains(line), "{line:?} in {rm}");
     }
-    let gc = ok(&run(&repo, &["gc"]));
+    let gc = ok(&run(&repo, &["gc", "-v"]));
     assert!(gc.contains(&format!("removed image {hex}")), "{gc}");
     assert!(!stored.exists());
     // Pulled again (its layers come back from the layout) for the mount part.
@@ -254,7 +254,7 @@ fn synthetic_image_compute_create_dump_mount() {
     // it still reads its files.
     ok(&run(&repo, &["oci", "untag", "syn"]));
     assert!(!repo.join("images/refs/oci/syn").exists());
-    let gc = ok(&run(&repo, &["gc"]));
+    let gc = ok(&run(&repo, &["gc", "-v"]));
     assert!(gc.contains("removed stream oci-config-sha256:"), "{gc}");
     assert!(gc.contains(&format!("kept image {hex} (mounted")), "{gc}");
     assert!(stored.exists(), "the mounted image survives gc");
@@ -272,7 +272,7 @@ fn synthetic_image_compute_create_dump_mount() {
     );
     // Unmounted, nothing keeps it.
     drop(_m);
-    let gc = ok(&run(&repo, &["gc"]));
+    let gc = ok(&run(&repo, &["gc", "-v"]));
     assert!(gc.contains(&format!("removed image {hex}")), "{gc}");
     assert!(!stored.exists());
 }

@@ -128,7 +128,7 @@ fn pull_from_oci_layout_every_compression_and_manage_images() {
     assert_eq!(sha256(&manifest), img.manifest_digest);
     let inspect: serde_json::Value =
         serde_json::from_str(&ok(&cfsctl(&repo, &["oci", "inspect", "app"]))).expect("json");
-    assert_eq!(inspect["id"], img.config_digest.as_str());
+    assert_eq!(inspect["image_id"], img.config_digest.as_str());
     assert_eq!(inspect["layers"].as_array().map(Vec::len), Some(5));
     assert_eq!(inspect["platform"], "linux/amd64");
 

@@ -126,7 +126,7 @@ esac
 echo 3 > /proc/sys/vm/drop_caches
 check read-after-gc cmp /src2/only-here /mnt2/only-here
 umount /mnt2
-out=$($C --repo $R gc 2>&1)
+out=$($C --repo $R gc -v 2>&1)
 case "$out" in
     *"removed image $ID2"*) pass gc-after-unmount ;;
     *) fail gc-after-unmount "$out" ;;

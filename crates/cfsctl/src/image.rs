@@ -215,11 +215,10 @@ pub fn compute_id(srcdir: &Path, hash: HashAlgorithm, rules: &DirRules) -> Resul
 /// `cfsctl images`: every composefs image in the repository with the image refs that name it
 /// and where it is mounted; an image nothing names or mounts is marked as what the next gc
 /// removes.
-pub fn list_images(repo: &Repository) -> Result<()> {
+pub fn list_images(repo: &Repository, json: bool) -> Result<()> {
     let refs = repo.list_image_refs()?;
     let mounted = cfs_image::mounts::mounted_images(repo.algorithm())?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "IMAGE ID\tNAMES\tMOUNTED AT")?;
+    let mut rows = Vec::new();
     for id in repo.list_images()? {
         let hex = id.to_hex();
         let names: Vec<&str> = refs
@@ -227,9 +226,31 @@ pub fn list_images(repo: &Repository) -> Result<()> {
             .filter(|r| r.target == hex)
             .map(|r| r.name.as_str())
             .collect();
-        let at: Vec<String> = mounted
+        let at: Vec<_> = mounted.iter().filter(|m| m.image == id).collect();
+        rows.push((hex, names, at));
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        let list: Vec<_> = rows
             .iter()
-            .filter(|m| m.image == id)
+            .map(|(hex, names, at)| {
+                serde_json::json!({
+                    "composefs_id": hex,
+                    "refs": names,
+                    "mounts": at.iter().map(|m| serde_json::json!({
+                        "mountpoint": m.mountpoint,
+                        "namespace": m.namespace,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        return Ok(());
+    }
+    writeln!(out, "COMPOSEFS ID\tNAMES\tMOUNTED AT")?;
+    for (hex, names, at) in rows {
+        let at: Vec<String> = at
+            .iter()
             .map(|m| match &m.namespace {
                 None => m.mountpoint.display().to_string(),
                 Some(ns) => format!("{} ({ns})", m.mountpoint.display()),
@@ -254,6 +275,15 @@ pub fn list_images(repo: &Repository) -> Result<()> {
     Ok(())
 }
 
+/// A composefs image name that matches nothing, pointing to the OCI commands as well.
+fn not_found(name: &str) -> anyhow::Error {
+    crate::exit::NotFound(format!(
+        "no composefs image or image ref {name:?} (see `cfsctl images`; OCI images are listed \
+         by `cfsctl oci images` and removed by `cfsctl oci rm`)"
+    ))
+    .into()
+}
+
 /// `cfsctl rmi NAME|ID...`: removes image refs (an ID: every ref naming that image), so the
 /// next gc frees the image unless it is mounted.
 pub fn remove_images(repo: &Repository, names: &[String]) -> Result<()> {
@@ -276,7 +306,7 @@ pub fn remove_images(repo: &Repository, names: &[String]) -> Result<()> {
                     if is_ref {
                         removed.push(name.clone());
                     } else {
-                        anyhow::bail!("no image or image ref {name} (see `cfsctl images`)");
+                        return Err(not_found(name));
                     }
                 }
                 removed
@@ -286,7 +316,7 @@ pub fn remove_images(repo: &Repository, names: &[String]) -> Result<()> {
                     .remove_image_ref(name)
                     .with_context(|| format!("removing image ref {name:?}"))?
                 {
-                    anyhow::bail!("no image ref {name:?} (see `cfsctl images`)");
+                    return Err(not_found(name));
                 }
                 vec![name.clone()]
             }

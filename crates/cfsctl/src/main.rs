@@ -1,6 +1,7 @@
 //! `cfsctl`: the command-line front end of cfs. It parses arguments, calls the library crates
 //! and prints; all logic lives in the libraries.
 
+mod exit;
 mod generate;
 mod image;
 mod mount;
@@ -50,11 +51,18 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Remove objects, streams and images that no ref reaches and no mount uses.
+    /// Remove objects, streams and images that no ref reaches and no mount uses; prints a
+    /// summary (counts and sizes).
     Gc {
-        /// Only list what would be removed.
+        /// Only report what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// Also list every removed object, stream and image.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Print the report as JSON (docs/cli.md).
+        #[arg(long, conflicts_with = "verbose")]
+        json: bool,
     },
     /// OCI images and layers.
     #[command(subcommand)]
@@ -85,8 +93,13 @@ enum Command {
         #[command(flatten)]
         rules: image::DirRules,
     },
-    /// List the composefs images in the repository: ID, image refs, where mounted.
-    Images,
+    /// List the composefs images in the repository: composefs ID, image refs, where mounted
+    /// (OCI images: `cfsctl oci images`).
+    Images {
+        /// Print JSON (docs/cli.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove image refs (by name, or every ref of an image ID); `cfsctl gc` then frees what
     /// nothing else names or mounts.
     Rmi {
@@ -102,7 +115,11 @@ enum Command {
         mountpoint: PathBuf,
     },
     /// List the mounted images (in every mount namespace this user can see); gc keeps them.
-    Mounts,
+    Mounts {
+        /// Print JSON (docs/cli.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a stored stream (by content id or ref name), re-created byte for byte, to stdout.
     Cat {
         /// Content id (e.g. oci-layer-sha256:...) or stream ref name.
@@ -146,6 +163,39 @@ fn digest(hash: HashAlgorithm, files: &[PathBuf]) -> Result<()> {
         out.write_all(b"\n")?;
     }
     Ok(())
+}
+
+/// `gc`'s report for people: per-name lines with `verbose`, then a summary; mounted images
+/// kept and temporary links removed are always named (there are few).
+fn print_gc(report: &cfs_repository::GcReport, dry_run: bool, verbose: bool) {
+    use indicatif::HumanBytes;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    if verbose {
+        for s in &report.streams {
+            println!("{verb} stream {s}");
+        }
+        for i in &report.images {
+            println!("{verb} image {i}");
+        }
+        for o in &report.objects {
+            println!("{verb} object {o}");
+        }
+    }
+    for i in &report.mounted {
+        println!("kept image {i} (mounted, no ref names it)");
+    }
+    for l in &report.temp_links {
+        println!("removed temporary link {l} (left by a killed process)");
+    }
+    println!(
+        "{verb} {} objects ({}), {} streams, {} images; kept {} objects ({})",
+        report.objects.len(),
+        HumanBytes(report.bytes),
+        report.streams.len(),
+        report.images.len(),
+        report.kept_objects,
+        HumanBytes(report.kept_bytes)
+    );
 }
 
 /// The repository path: --repo, else $CFS_REPO, else /var/lib/cfs (root) or
@@ -271,33 +321,20 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
                 return Ok(Some(Failed));
             }
         }
-        Command::Gc { dry_run } => {
+        Command::Gc {
+            dry_run,
+            verbose,
+            json,
+        } => {
             let repo = open(cli.repo)?;
             let report = repo.gc(Some(&cfs_image::repo::ErofsImageObjects), dry_run)?;
-            let verb = if dry_run { "would remove" } else { "removed" };
-            for s in &report.streams {
-                println!("{verb} stream {s}");
+            if json {
+                let mut v = serde_json::to_value(&report)?;
+                v["dry_run"] = dry_run.into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_gc(&report, dry_run, verbose);
             }
-            for i in &report.images {
-                println!("{verb} image {i}");
-            }
-            for i in &report.mounted {
-                println!("kept image {i} (mounted, no ref names it)");
-            }
-            for o in &report.objects {
-                println!("{verb} object {o}");
-            }
-            for l in &report.temp_links {
-                println!("removed temporary link {l} (left by a killed process)");
-            }
-            println!(
-                "{verb} {} objects ({} bytes), {} streams, {} images; kept {} objects",
-                report.objects.len(),
-                report.bytes,
-                report.streams.len(),
-                report.images.len(),
-                report.kept_objects
-            );
         }
         Command::Oci(cmd) => oci::run(&std::sync::Arc::new(open(cli.repo)?), cmd)?,
         Command::Image(cmd) => image::run(cmd)?,
@@ -312,8 +349,8 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
             rules,
         } => image::compute_id(&srcdir, hash, &rules)?,
         Command::Mount { image, mountpoint } => mount::run(&open(cli.repo)?, &image, &mountpoint)?,
-        Command::Mounts => mount::list(&open(cli.repo)?)?,
-        Command::Images => image::list_images(&open(cli.repo)?)?,
+        Command::Mounts { json } => mount::list(&open(cli.repo)?, json)?,
+        Command::Images { json } => image::list_images(&open(cli.repo)?, json)?,
         Command::Rmi { names } => image::remove_images(&open(cli.repo)?, &names)?,
         Command::Cat { stream } => {
             let repo = open(cli.repo)?;
@@ -336,7 +373,7 @@ fn main() -> ExitCode {
         Ok(Some(Failed)) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("cfsctl: error: {}", error_chain(&e));
-            ExitCode::FAILURE
+            exit::code(&e)
         }
     }
 }

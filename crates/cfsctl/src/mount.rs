@@ -22,10 +22,23 @@ pub fn run(repo: &Repository, name: &str, mountpoint: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Prints each mounted image: ID, mount point, and the mount namespace where it is not ours.
-/// Images that are not in this repository are marked so.
-pub fn list(repo: &Repository) -> Result<()> {
+/// Prints each mounted image: composefs ID, mount point, and the mount namespace where it is
+/// not ours. Images that are not in this repository are marked so.
+pub fn list(repo: &Repository, json: bool) -> Result<()> {
     let mounted = cfs_image::mounts::mounted_images(repo.algorithm())?;
+    if json {
+        let mut list = Vec::new();
+        for m in &mounted {
+            list.push(serde_json::json!({
+                "composefs_id": m.image.to_hex(),
+                "mountpoint": m.mountpoint,
+                "namespace": m.namespace,
+                "in_repository": repo.has_object(&m.image)?,
+            }));
+        }
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
     for m in mounted {
         let mut line = format!("{}\t{}", m.image, m.mountpoint.display());
         if let Some(ns) = &m.namespace {

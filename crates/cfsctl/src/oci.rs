@@ -505,7 +505,7 @@ fn images(repo: &Repository, json: bool) -> Result<()> {
             .map(|(name, img)| {
                 serde_json::json!({
                     "name": name,
-                    "id": img.id,
+                    "image_id": img.id,
                     "kind": img.kind,
                     "created": img.created,
                     "layers": img.layers.len(),
@@ -592,7 +592,7 @@ pub fn run(repo: &Arc<Repository>, cmd: OciCommand) -> Result<()> {
             match repo.stream_ref(&name)? {
                 Some(cid) if cid.starts_with("oci-config-") || cid.starts_with("oci-manifest-") => {
                 }
-                _ => bail!("no image named {name:?} (see `cfsctl oci images`)"),
+                _ => return Err(store::StoreError::NotFound(name).into()),
             }
             // The composefs image ref `oci create-image`/`oci mount` made under this name goes
             // first: killed in between, the name stays (the next `oci create-image` re-makes

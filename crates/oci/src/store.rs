@@ -15,7 +15,10 @@ use crate::reference::is_sha256_hex;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No name, ID or digest matches.
-    #[error("no image {0:?} (see `cfsctl oci images`)")]
+    #[error(
+        "no OCI image {0:?} (see `cfsctl oci images`; composefs images made by create-image \
+         are listed by `cfsctl images` and removed by `cfsctl rmi`)"
+    )]
     NotFound(String),
     /// A short ID matches several images.
     #[error("{name:?} matches several images: {}", matches.join(", "))]
@@ -83,7 +86,9 @@ pub struct StoredImage {
     pub kind: Kind,
     /// The stream names point at.
     pub content_id: String,
-    /// `sha256:<config hex>` (images) or `sha256:<manifest hex>` (artifacts).
+    /// The OCI image ID, `sha256:<config hex>` (images), or `sha256:<manifest hex>`
+    /// (artifacts); JSON key `image_id` (never to be confused with a composefs ID).
+    #[serde(rename = "image_id")]
     pub id: String,
     /// `sha256:<manifest hex>`, when known.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -54,6 +54,8 @@ pub struct GcReport {
     pub mounted: Vec<ObjectId>,
     /// Objects kept.
     pub kept_objects: usize,
+    /// Their total size in bytes.
+    pub kept_bytes: u64,
     /// Temporary links a killed process left (`streams/…/.tmp-link-…`), removed.
     pub temp_links: Vec<String>,
 }
@@ -221,6 +223,7 @@ impl Repository {
         for (id, size) in self.all_objects()? {
             if live.objects.contains(&id) {
                 report.kept_objects += 1;
+                report.kept_bytes += size;
                 continue;
             }
             if !dry_run {
