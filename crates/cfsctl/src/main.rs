@@ -4,6 +4,7 @@
 mod image;
 mod mount;
 mod oci;
+mod setup_root;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,6 +103,10 @@ enum Command {
     },
     /// List the mounted images (in every mount namespace this user can see); gc keeps them.
     Mounts,
+    /// In the initramfs: mount the image the kernel command line names (composefs.digest= or
+    /// composefs=) from SYSROOT/composefs as the verified new root at SYSROOT, with /etc and
+    /// /var from the deployment's state directory (needs root; ignores --repo).
+    SetupRoot(setup_root::SetupRootArgs),
     /// Write a stored stream (by content id or ref name), re-created byte for byte, to stdout.
     Cat {
         /// Content id (e.g. oci-layer-sha256:...) or stream ref name.
@@ -298,6 +303,7 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
         } => image::compute_id(&srcdir, hash, &rules)?,
         Command::Mount { image, mountpoint } => mount::run(&open(cli.repo)?, &image, &mountpoint)?,
         Command::Mounts => mount::list(&open(cli.repo)?)?,
+        Command::SetupRoot(args) => setup_root::run(&args)?,
         Command::Images => image::list_images(&open(cli.repo)?)?,
         Command::Rmi { names } => image::remove_images(&open(cli.repo)?, &names)?,
         Command::Cat { stream } => {
