@@ -62,18 +62,16 @@ pub fn setup_root(sysroot: &Path, cmdline: &str) -> Result<SetupOutcome, SetupEr
     };
     let plan = plan::plan(cmdline, &repo_path, facts)?;
     let image = verify::open_image(&repo, &plan.image())?;
-    let state = mount::prepare_state(sysroot_fd.as_fd(), sysroot, &plan.image())?;
-    mount::mount_root(
+    let state = mount::mount_root(
         sysroot_fd.as_fd(),
         sysroot,
         &image,
         repo.objects_dir(),
         &plan,
-        &state,
     )?;
     Ok(SetupOutcome {
         image: plan.image(),
         require_verity: plan.require_verity,
-        state: state.path,
+        state,
     })
 }

@@ -10,9 +10,10 @@
 //! 3. `/var`: a bind mount (`open_tree` clone) of `<state>/var`;
 //! 4. `/sysroot`: a recursive clone of the physical root (SYSROOT as it is before).
 //!
-//! Then they are attached: the image on SYSROOT, the other three on the image's directories,
-//! each target named by a descriptor opened (no symlink followed) and checked before the first
-//! mount. If attaching fails half-way, SYSROOT's new mount and everything on it is detached
+//! The state directories are created only once the detached image is known to have `/etc`,
+//! `/var` and `/sysroot`. Then the mounts are attached: the image on SYSROOT, the other three
+//! on the image's directories, each target named by a descriptor opened (no symlink followed)
+//! before anything is attached. If attaching fails half-way, SYSROOT's new mount and everything on it is detached
 //! again. Kernels before 6.15 refuse an overlayfs layer taken from a detached mount: there the
 //! `/etc` overlay is made right after the image is attached (its lower then lies in the mount
 //! tree), still before anything else is attached.
@@ -255,14 +256,15 @@ fn attached_lower_forced() -> bool {
 
 /// Mounts the planned image (`image`, verified, over the repository's `objects`) as the new
 /// root at `sysroot` (opened as `sysroot_fd`), with `/etc`, `/var` and `/sysroot` as above.
+/// The state directories are created ([`prepare_state`]) once the image is known to have the
+/// directories they are mounted on. Returns the state directory.
 pub fn mount_root(
     sysroot_fd: BorrowedFd<'_>,
     sysroot: &Path,
     image: &File,
     objects: BorrowedFd<'_>,
     plan: &Plan,
-    state: &StateDirs,
-) -> Result<(), MountError> {
+) -> Result<PathBuf, MountError> {
     let id = plan.image();
     let root = cfs_image::mount::mount_composefs(
         image,
@@ -279,6 +281,7 @@ pub fn mount_root(
     let etc_at = image_dir(root.as_fd(), &id, "etc", "the /etc overlay")?;
     let var_at = image_dir(root.as_fd(), &id, "var", "the state's var")?;
     let sysroot_at = image_dir(root.as_fd(), &id, "sysroot", "the physical root")?;
+    let state = &prepare_state(sysroot_fd, sysroot, &id)?;
     let etc_failed = |source| MountError::Mount {
         what: "mounting the /etc overlay",
         source,
@@ -312,5 +315,5 @@ pub fn mount_root(
         &sysroot.join("sysroot"),
     )?;
     undo.armed = false;
-    Ok(())
+    Ok(state.path.clone())
 }
