@@ -11,9 +11,9 @@
 //! - Refusals (no argument, a malformed one, an unknown digest, a `?`-less argument on the
 //!   insecure repository, a replaced image file, an image link out of the repository, a
 //!   missing repository, an image without `/var`, a symlink in the state directory's path):
-//!   each fails naming what is wrong, the mount
-//!   table is unchanged and no state directory is created. A mount failing after the image is
-//!   attached (the `/etc` overlay) is undone: the mount table is unchanged too.
+//!   each fails naming what is wrong, the mount table is unchanged and no state directory is
+//!   created. A mount failing after the image is attached (the `/etc` overlay) is undone: the
+//!   mount table is unchanged too. Each case runs in both `/etc` orders.
 //! - composefs-rs 0.9.4's `cfsctl mount` mounts an image of a cfs repository (its meta.json).
 //!
 //! (The fs-verity path, `verity=require` and the kernel's measurement, needs a filesystem

@@ -118,6 +118,25 @@ mod tests {
     }
 
     #[test]
+    fn the_repository_algorithm_picks_the_argument() {
+        let hex512 = "ab".repeat(64);
+        let cmdline =
+            format!("composefs.digest=v1-sha256-12:{HEX} composefs.digest=v1-sha512-12:{hex512}");
+        let p = plan(
+            &cmdline,
+            repo(),
+            RepoFacts {
+                algorithm: HashAlgorithm::Sha512,
+                verity: VerityMode::Enforced,
+            },
+        )
+        .expect("sha512");
+        assert_eq!(p.image().to_hex(), hex512);
+        let p = plan(&cmdline, repo(), facts(VerityMode::Enforced)).expect("sha256");
+        assert_eq!(p.image(), id());
+    }
+
+    #[test]
     fn insecure_repository_needs_the_question_mark() {
         let p = plan(
             &format!("rw composefs.digest=?v1-sha256-12:{HEX}"),
