@@ -333,3 +333,59 @@ echo "ID=$ID"
         "{stdout}"
     );
 }
+
+/// The shipped unit and dracut module agree with each other and with the command line: the
+/// unit's `ExecStart` is a `cfsctl setup-root` this cfsctl accepts, at the path the dracut
+/// module installs cfsctl to, and the module installs and enables that unit.
+#[test]
+fn contrib_unit_and_dracut_module_match_the_command() {
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib");
+    let unit_name = "cfs-setup-root.service";
+    let unit = std::fs::read_to_string(contrib.join("systemd").join(unit_name)).expect("unit");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart=");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/bin/cfsctl"), "{exec}");
+    let args: Vec<&str> = words.collect();
+    assert_eq!(args.first(), Some(&"setup-root"), "{exec}");
+    for line in [
+        "Before=initrd-root-fs.target",
+        "After=sysroot.mount",
+        "WantedBy=initrd-root-fs.target",
+        "DefaultDependencies=no",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "the unit lacks {line}");
+    }
+    // The arguments parse (`--help` stops before anything runs).
+    let out = Command::new(env!("CARGO_BIN_EXE_cfsctl"))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .expect("run cfsctl");
+    let help = ok(&out);
+    assert!(
+        help.contains("--sysroot") && help.contains("--cmdline"),
+        "{help}"
+    );
+
+    let module = contrib.join("dracut/90cfs/module-setup.sh");
+    let script = std::fs::read_to_string(&module).expect("module-setup.sh");
+    assert!(script.contains("/usr/bin/cfsctl"), "{script}");
+    assert!(script.contains(&format!("service={unit_name}")), "{script}");
+    assert!(
+        script.contains("add-wants initrd-root-fs.target"),
+        "{script}"
+    );
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&module)
+        .output()
+        .expect("bash -n");
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+}

@@ -27,7 +27,8 @@ installkernel() {
 
 install() {
     local service=cfs-setup-root.service
-    inst_binary cfsctl /usr/bin/cfsctl
+    # From wherever it is on the host, to the path the unit runs.
+    inst_binary "$(find_binary cfsctl)" /usr/bin/cfsctl
     inst_simple "${systemdsystemunitdir}/${service}"
     $SYSTEMCTL -q --root "$initdir" add-wants initrd-root-fs.target "$service"
 }
