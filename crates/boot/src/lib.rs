@@ -3,3 +3,5 @@
 //! mounting that image as the verified root.
 
 pub mod karg;
+pub mod setup_root;
+pub mod state;

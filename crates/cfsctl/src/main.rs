@@ -6,6 +6,7 @@ mod generate;
 mod image;
 mod mount;
 mod oci;
+mod setup_root;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -120,6 +121,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// In the initramfs: mount the image the kernel command line names (composefs.digest= or
+    /// composefs=) from SYSROOT/composefs as the verified new root at SYSROOT, with /etc and
+    /// /var from the deployment's state directory (needs root; ignores --repo).
+    SetupRoot(setup_root::SetupRootArgs),
     /// Write a stored stream (by content id or ref name), re-created byte for byte, to stdout.
     Cat {
         /// Content id (e.g. oci-layer-sha256:...) or stream ref name.
@@ -351,6 +356,7 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
         Command::Mount { image, mountpoint } => mount::run(&open(cli.repo)?, &image, &mountpoint)?,
         Command::Mounts { json } => mount::list(&open(cli.repo)?, json)?,
         Command::Images { json } => image::list_images(&open(cli.repo)?, json)?,
+        Command::SetupRoot(args) => setup_root::run(&args)?,
         Command::Rmi { names } => image::remove_images(&open(cli.repo)?, &names)?,
         Command::Cat { stream } => {
             let repo = open(cli.repo)?;

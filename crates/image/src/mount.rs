@@ -13,7 +13,8 @@
 //!    files find their contents. With `verity=require` (repositories that enforce verity) the
 //!    kernel checks each object's fs-verity digest against the image's metacopy xattr on open.
 //! 3. Only the overlay is attached, at the mount point. Its `source` names the image
-//!    (`cfs:sha256:…`, see [`crate::mounts`]): that is how gc finds the images in use.
+//!    (`composefs:<hex>`, as composefs-rs names its mounts and bootc checks; see
+//!    [`crate::mounts`]): that is how gc finds the images in use.
 //!
 //! Layers are passed as `lowerdir+`/`datadir+` (Linux 6.8+); on kernels that do not know these
 //! keys the older `lowerdir=LOWER::DATA` syntax (6.5+) is used instead.
@@ -86,13 +87,14 @@ pub struct MountOptions {
 }
 
 /// A filesystem context (`fsopen`), which can tell what the kernel logged about it.
-struct FsContext {
+pub struct FsContext {
     fd: OwnedFd,
     fstype: &'static str,
 }
 
 impl FsContext {
-    fn open(fstype: &'static str) -> Result<Self, MountError> {
+    /// `fsopen(fstype)`.
+    pub fn open(fstype: &'static str) -> Result<Self, MountError> {
         let fd =
             fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC).map_err(|errno| MountError::Mount {
                 step: format!("fsopen({fstype})"),
@@ -124,26 +126,29 @@ impl FsContext {
         }
     }
 
-    fn set(&self, key: &str, value: &str) -> Result<(), MountError> {
+    /// `fsconfig(SET_STRING, key, value)`.
+    pub fn set(&self, key: &str, value: &str) -> Result<(), MountError> {
         fsconfig_set_string(&self.fd, key, value)
             .map_err(|e| self.fail(format!("{}: setting {key}={value}", self.fstype), e))
     }
 
     /// Creates the superblock and returns a detached, read-only mount of it.
     fn mount(&self) -> Result<OwnedFd, MountError> {
+        self.mount_with(MountAttrFlags::MOUNT_ATTR_RDONLY)
+    }
+
+    /// Creates the superblock and returns a detached mount of it with `attributes`. A failure
+    /// to create it is a [`MountError::Mount`] whose step contains "creating the filesystem".
+    pub fn mount_with(&self, attributes: MountAttrFlags) -> Result<OwnedFd, MountError> {
         fsconfig_create(&self.fd)
             .map_err(|e| self.fail(format!("{}: creating the filesystem", self.fstype), e))?;
-        fsmount(
-            &self.fd,
-            FsMountFlags::FSMOUNT_CLOEXEC,
-            MountAttrFlags::MOUNT_ATTR_RDONLY,
-        )
-        .map_err(|e| self.fail(format!("{}: fsmount", self.fstype), e))
+        fsmount(&self.fd, FsMountFlags::FSMOUNT_CLOEXEC, attributes)
+            .map_err(|e| self.fail(format!("{}: fsmount", self.fstype), e))
     }
 }
 
 /// `/proc/self/fd/N`: a path naming exactly the file or mount behind a descriptor.
-fn fd_path(fd: BorrowedFd<'_>) -> String {
+pub fn fd_path(fd: BorrowedFd<'_>) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
@@ -230,14 +235,17 @@ pub fn attach(mount: BorrowedFd<'_>, mountpoint: &Path) -> Result<(), MountError
 }
 
 /// A directory where a mount is attached for a moment, removed (lazily unmounted, then the
-/// directory deleted) on drop.
-struct TemporaryAttachment {
+/// directory deleted) on drop: for kernels (before 6.15) on which overlayfs cannot take a
+/// layer from a detached mount. The directory is a fresh one under the temporary directory
+/// (`$TMPDIR`, else `/tmp`).
+pub struct TemporaryAttachment {
     dir: PathBuf,
     mounted: bool,
 }
 
 impl TemporaryAttachment {
-    fn new(mount: BorrowedFd<'_>) -> Result<Self, MountError> {
+    /// Attaches `mount` on a new private directory.
+    pub fn new(mount: BorrowedFd<'_>) -> Result<Self, MountError> {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(".cfs-erofs-{}-{n}", std::process::id()));
@@ -252,6 +260,11 @@ impl TemporaryAttachment {
         attach(mount, &this.dir)?;
         this.mounted = true;
         Ok(this)
+    }
+
+    /// Where the mount is attached.
+    pub fn path(&self) -> &Path {
+        &self.dir
     }
 }
 

@@ -1,7 +1,9 @@
 //! Which images are mounted right now, so that gc keeps them.
 //!
-//! [`crate::mount`] gives every overlay it makes the source `cfs:<alg>:<image id>` (what
-//! `findmnt` shows in its SOURCE column). The kernel keeps no other trace of which image a
+//! [`crate::mount`] gives every overlay it makes the source `composefs:<image id hex>` (what
+//! `findmnt` shows in its SOURCE column): the name composefs-rs gives its mounts and bootc
+//! checks on a booted root. The hex's length tells the algorithm. The source of older cfs
+//! mounts, `cfs:<alg>:<image id hex>`, is still recognised. The kernel keeps no other trace of which image a
 //! mount serves: the EROFS mount is detached and overlayfs shows its layers as
 //! `/proc/self/fd/N`. [`mounted_images`] reads the mount table of every process
 //! (`/proc/PID/mountinfo`), once per mount namespace *and root*: a chrooted process sees only
@@ -24,12 +26,23 @@ use std::path::{Path, PathBuf};
 
 use cfs_repository::{HashAlgorithm, ObjectId};
 
-/// The prefix of the overlay `source` that marks a cfs mount.
-const SOURCE_PREFIX: &str = "cfs:";
+/// The prefix of the overlay `source` that names a composefs image (cfs's and composefs-rs's).
+pub const SOURCE_PREFIX: &str = "composefs:";
+/// The prefix older cfs versions used (`cfs:sha256:<hex>`); still read.
+const LEGACY_SOURCE_PREFIX: &str = "cfs:";
 
-/// The overlay `source` of a mount of image `id`.
+/// The overlay `source` of a mount of image `id`: `composefs:<hex>`.
 pub fn overlay_source(id: &ObjectId) -> String {
-    format!("{SOURCE_PREFIX}{id:#}")
+    format!("{SOURCE_PREFIX}{}", id.to_hex())
+}
+
+/// The image an overlay `source` names (`composefs:<hex>` or the older `cfs:<alg>:<hex>`), if
+/// it is one of `algorithm`.
+pub fn source_image(source: &str, algorithm: HashAlgorithm) -> Option<ObjectId> {
+    source
+        .strip_prefix(SOURCE_PREFIX)
+        .or_else(|| source.strip_prefix(LEGACY_SOURCE_PREFIX))
+        .and_then(|s| ObjectId::parse_for(algorithm, s).ok())
 }
 
 /// A mounted image, as one mount table shows it.
@@ -161,8 +174,7 @@ pub fn parse_mountinfo(table: &[u8], algorithm: HashAlgorithm) -> Vec<(ObjectId,
         let source = unescape(source);
         let Some(id) = std::str::from_utf8(&source)
             .ok()
-            .and_then(|s| s.strip_prefix(SOURCE_PREFIX))
-            .and_then(|s| ObjectId::parse_for(algorithm, s).ok())
+            .and_then(|s| source_image(s, algorithm))
         else {
             continue;
         };
@@ -214,13 +226,22 @@ mod tests {
              93 29 0:53 / /mnt/fake ro - tmpfs {} rw\n\
              94 29 0:4 mnt:[4026532301] /run/pin/ns rw - nsfs nsfs rw\n\
              95 29 0:4 net:[4026532399] /run/netns/x rw - nsfs nsfs rw\n\
+             96 29 0:54 / /mnt/legacy ro - overlay cfs:{id:#} ro\n\
+             97 29 0:55 / /mnt/by-ref ro - overlay composefs:refs/x ro\n\
              garbage\n",
             overlay_source(&id),
             overlay_source(&other),
             overlay_source(&id),
         );
         let found = parse_mountinfo(table.as_bytes(), HashAlgorithm::Sha256);
-        assert_eq!(found, vec![(id, PathBuf::from("/mnt/with space"))]);
+        assert_eq!(
+            found,
+            vec![
+                (id, PathBuf::from("/mnt/with space")),
+                (id, PathBuf::from("/mnt/legacy"))
+            ]
+        );
+        assert_eq!(overlay_source(&id), format!("composefs:{}", id.to_hex()));
     }
 
     #[test]

@@ -225,6 +225,13 @@ impl Repository {
         Ok(out)
     }
 
+    /// The target of the link `images/<id>` as written (never followed); `None` if there is
+    /// no link (nothing, or something that is not a link).
+    pub fn image_link_target(&self, id: &ObjectId) -> Result<Option<String>> {
+        self.check_alg(id)?;
+        self.read_link(&self.images, &id.to_hex())
+    }
+
     /// Resolves an image id (hex, optionally `sha256:`-prefixed) or image ref name.
     pub fn resolve_image(&self, name: &str) -> Result<ObjectId> {
         let id = if let Ok(id) = ObjectId::parse_for(self.meta.hash, name) {

@@ -32,8 +32,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsverity::{self, FsVerityHasher, VerityError};
 use crate::layout::{self, LAYOUT_DIRS, OpenFileError};
 use crate::lock::{LockMode, RepoLock};
-use crate::meta::{FORMAT_NAME, read_meta};
-pub use crate::meta::{FORMAT_VERSION, InitVerity, Meta, VerityMode};
+use crate::meta::read_meta;
+pub use crate::meta::{ErofsFormats, FORMAT_VERSION, Features, InitVerity, Meta, VerityMode};
 pub use object_writer::ObjectWriter;
 
 mod object_writer;
@@ -179,12 +179,7 @@ impl Repository {
                 VerityMode::Enforced
             }
         };
-        let meta = Meta {
-            format: FORMAT_NAME.to_owned(),
-            version: FORMAT_VERSION,
-            hash,
-            verity: mode,
-        };
+        let meta = Meta::new(hash, mode);
         let mut json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::BadMeta {
             path: path.to_owned(),
             message: e.to_string(),
@@ -203,7 +198,18 @@ impl Repository {
         let mut f = File::from(fd);
         f.write_all(&json).ctx("writing", &tmp_path)?;
         f.sync_all().ctx("syncing", &tmp_path)?;
-        drop(f);
+        if mode == VerityMode::Enforced {
+            // composefs-rs takes a repository whose meta.json has fs-verity for a secure one
+            // (and mounts its images with verity=require); meta.json is never rewritten.
+            let ro = reopen_readonly(&f).ctx("reopening", &tmp_path)?;
+            drop(f);
+            fsverity::enable_verity(&ro, hash).map_err(|source| Error::Verity {
+                object: tmp_path.display().to_string(),
+                source,
+            })?;
+        } else {
+            drop(f);
+        }
         rustix::fs::renameat(&tmp.fd, name.as_str(), &root, "meta.json")
             .ctx("renaming to", path.join("meta.json"))?;
         // `init` reports success only once the directories and meta.json's name are durable.
