@@ -1,6 +1,7 @@
 //! `cfsctl`: the command-line front end of cfs. It parses arguments, calls the library crates
 //! and prints; all logic lives in the libraries.
 
+mod boot;
 mod image;
 mod mount;
 mod oci;
@@ -84,6 +85,9 @@ enum Command {
         #[command(flatten)]
         rules: image::DirRules,
     },
+    /// Print the composefs kernel argument of a directory's bootable image (the boot rules
+    /// always applied), as composefs-rs 0.9.4's `compute-karg` (no repository needed).
+    ComputeKarg(boot::ComputeKargArgs),
     /// List the composefs images in the repository: ID, image refs, where mounted.
     Images,
     /// Remove image refs (by name, or every ref of an image ID); `cfsctl gc` then frees what
@@ -296,6 +300,7 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
             srcdir,
             rules,
         } => image::compute_id(&srcdir, hash, &rules)?,
+        Command::ComputeKarg(args) => boot::compute_karg(&args)?,
         Command::Mount { image, mountpoint } => mount::run(&open(cli.repo)?, &image, &mountpoint)?,
         Command::Mounts => mount::list(&open(cli.repo)?)?,
         Command::Images => image::list_images(&open(cli.repo)?)?,
