@@ -561,8 +561,9 @@ fn ukis_are_checked_and_copied_as_composefs_rs() {
         let flipped = if hex.starts_with('0') { "1" } else { "0" };
         let other = format!("{prefix}:{flipped}{}", &hex[1..]);
         for (tag, cmdline) in [
-            ("good", format!("{karg} rw")),
+            // The refused one first: it must leave no gc root.
             ("wrong", format!("{other} rw")),
+            ("good", format!("{karg} rw")),
         ] {
             let efi: Entries = vec![
                 ("boot/EFI".into(), E::Dir),
@@ -617,6 +618,9 @@ fn ukis_are_checked_and_copied_as_composefs_rs() {
                     err.contains("not the image being prepared") && err.contains("test-uki.efi"),
                     "{err}"
                 );
+                // Refused before the image is stored: no gc root is left behind.
+                let images = ok(&cfsctl(&pair.cfs, &["images"]));
+                assert!(!images.contains("deploy/"), "{images}");
                 assert!(
                     files(&od.join("EFI/Linux")).is_empty(),
                     "nothing left in EFI/Linux: {:?}",

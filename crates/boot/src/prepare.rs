@@ -7,11 +7,13 @@
 //! BLS entry names) or a UKI copied to `EFI/Linux/` once its `.cmdline` is checked to name
 //! this image.
 //!
-//! Order: image, ref and state first (the entry names them); every boot file is staged and
-//! fsynced, its bytes checked against the fs-verity digest and size the image records; then
-//! the old entry file is removed, the files renamed into place, and the new entry renamed in
-//! last. An error before that point leaves the boot directory as it was; a crash after it
-//! leaves either no entry of this id or the complete new one.
+//! Order: every boot file is staged first (written under a temporary name and fsynced, its
+//! bytes checked against the fs-verity digest and size the image records; a UKI's `.cmdline`
+//! checked on the copy), then the image is stored with its gc root and the state directory is
+//! created (the entry names them), then the old entry file is removed, the files renamed
+//! into place, and the new entry renamed in last. An error before that point leaves the boot
+//! directory as it was and no gc root; a crash after it leaves either no entry of this id or
+//! the complete new one.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -109,28 +111,44 @@ pub fn prepare_boot(
         _ => {}
     }
 
-    // The bootable image, its gc root, its state.
+    // The bootable image's bytes and ID (stored only once the boot files are staged).
     apply_boot(&mut fs, |ext| {
         let id = ext.digest.as_ref().ok_or("no object digest")?;
         repo.read_object(id).map_err(|e| e.to_string())
     })?;
-    let id = cfs_image::repo::store_image(repo, &fs, OCI_FORMAT)?;
+    let image = cfs_image::erofs::write(&fs, OCI_FORMAT)
+        .map_err(|e| BootError::Image(cfs_image::repo::ImageError::Write(e)))?;
     drop(fs);
-    let gc_ref = deploy_ref(&id);
-    repo.set_image_ref(&gc_ref, &id)?;
+    let id = FsVerityHasher::digest(repo.algorithm(), &image);
     let karg = ComposefsKarg::v1(id, repo.verity() == VerityMode::Insecure);
-    let state_dir = create_deploy_dirs(opts.repo_parent, &id)?;
 
     let boot = BootDir::open(opts.bootdir)?;
-    let written = match &source {
+    let plan = match &source {
         BootSource::Uki { path, rel, leaf } => {
-            write_uki(repo, &boot, path, rel, leaf, &karg, opts)?
+            stage_uki(repo, &boot, path, rel, leaf, &karg, opts)?
         }
         _ => {
             let (conf, entry, files) = type1(&source, osrel.as_ref(), &karg, opts)?;
-            write_type1(repo, &boot, &conf, &entry, &files)?
+            stage_type1(repo, &boot, &conf, &entry, &files)?
         }
     };
+
+    // The image, its gc root, its state: all before the entry that names them.
+    let stored = repo.ensure_object(&image)?;
+    if stored != id {
+        return Err(BootError::ObjectMismatch {
+            path: "the bootable image".into(),
+            what: "digest",
+            expected: show(&id),
+            actual: show(&stored),
+        });
+    }
+    repo.register_image(&id)?;
+    let gc_ref = deploy_ref(&id);
+    repo.set_image_ref(&gc_ref, &id)?;
+    let state_dir = create_deploy_dirs(opts.repo_parent, &id)?;
+
+    let written = plan.commit(&boot)?;
     Ok(Prepared {
         id,
         karg,
@@ -140,6 +158,47 @@ pub fn prepare_boot(
         state_dir,
         gc_ref,
     })
+}
+
+/// Boot files staged under temporary names, renamed into place by [`Plan::commit`] (dropped
+/// instead, they are removed).
+enum Plan {
+    /// A BLS type 1 entry: its files, then the entry file.
+    Type1 {
+        entry_rel: RelPath,
+        files: Vec<Staged>,
+        entry: Staged,
+    },
+    /// A UKI.
+    Uki(Staged),
+}
+
+impl Plan {
+    /// Old entry out, files in, entry in; returns the paths written, the entry last.
+    fn commit(self, boot: &BootDir) -> Result<Vec<PathBuf>, BootError> {
+        match self {
+            Self::Type1 {
+                entry_rel,
+                files,
+                entry,
+            } => {
+                boot.remove(&entry_rel)?;
+                let mut written = Vec::new();
+                for s in files {
+                    written.push(s.path());
+                    s.commit()?;
+                }
+                written.push(entry.path());
+                entry.commit()?;
+                Ok(written)
+            }
+            Self::Uki(s) => {
+                let written = s.path();
+                s.commit()?;
+                Ok(vec![written])
+            }
+        }
+    }
 }
 
 /// Files of a type 1 entry: destination below the boot directory → (path in the image, file).
@@ -229,14 +288,14 @@ fn unreachable_uki() -> (String, BlsEntry) {
     (String::new(), BlsEntry { lines: Vec::new() })
 }
 
-/// Stages every file and the entry, then swaps them in: old entry out, files in, entry in.
-fn write_type1(
+/// Stages every file of a type 1 entry and the entry itself.
+fn stage_type1(
     repo: &Repository,
     boot: &BootDir,
     conf: &str,
     entry: &BlsEntry,
     files: &Type1Files,
-) -> Result<Vec<PathBuf>, BootError> {
+) -> Result<Plan, BootError> {
     let entry_rel = RelPath::from_components(&["loader", "entries", conf], "the entry file name")?;
     let mut staged: Vec<Staged> = Vec::new();
     for (dest, (path, leaf)) in files {
@@ -252,19 +311,15 @@ fn write_type1(
         out.write_all(text.as_bytes())
             .map_err(BootError::io("writing", boot.join(&entry_rel)))
     })?;
-    boot.remove(&entry_rel)?;
-    let mut written = Vec::new();
-    for s in staged {
-        written.push(s.path());
-        s.commit()?;
-    }
-    written.push(entry_staged.path());
-    entry_staged.commit()?;
-    Ok(written)
+    Ok(Plan::Type1 {
+        entry_rel,
+        files: staged,
+        entry: entry_staged,
+    })
 }
 
-/// Copies the UKI, checks the copy's `.cmdline`, renames it into place.
-fn write_uki(
+/// Stages the UKI's copy and checks the copy's `.cmdline`.
+fn stage_uki(
     repo: &Repository,
     boot: &BootDir,
     path: &str,
@@ -272,7 +327,7 @@ fn write_uki(
     leaf: &Leaf,
     karg: &ComposefsKarg,
     opts: &PrepareOptions<'_>,
-) -> Result<Vec<PathBuf>, BootError> {
+) -> Result<Plan, BootError> {
     let mut dest: Vec<&str> = vec!["EFI", "Linux"];
     let renamed = opts.entry_id.map(|id| format!("{id}.efi"));
     match (&renamed, rel.split_last()) {
@@ -291,9 +346,8 @@ fn write_uki(
     // The check reads the copy that will be booted, not the repository's object.
     let cache = object::ReadCache::new(&staged.file);
     uki::check_cmdline(&cache, path, repo.algorithm(), &karg.id, karg.insecure)?;
-    let written = staged.path();
-    staged.commit()?;
-    Ok(vec![written])
+    drop(cache);
+    Ok(Plan::Uki(staged))
 }
 
 /// Reads a small file of the image (at most `limit` bytes), checked against its digest.

@@ -177,7 +177,7 @@ impl BootDir {
                 std::io::ErrorKind::NotFound.into(),
             ));
         };
-        remove_stale_temps(&dir, &dir_path);
+        remove_stale_temps(&dir);
         let temp = format!(
             "{TMP_PREFIX}{}-{}",
             std::process::id(),
@@ -253,14 +253,19 @@ impl Drop for Staged {
     }
 }
 
-/// Removes `.cfs-tmp-<pid>-<n>` files of processes that no longer run.
-fn remove_stale_temps(dir: &OwnedFd, dir_path: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir_path) else {
+/// Removes `.cfs-tmp-<pid>-<n>` files of processes that no longer run (best effort: a
+/// failure only leaves them for a later run). Lists the directory through its fd.
+fn remove_stale_temps(dir: &OwnedFd) {
+    let Ok(fd) = rustix::io::dup(dir) else {
         return;
     };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(rest) = name.as_bytes().strip_prefix(TMP_PREFIX.as_bytes()) else {
+    let Ok(mut entries) = rustix::fs::Dir::new(fd) else {
+        return;
+    };
+    let mut stale = Vec::new();
+    while let Some(Ok(e)) = entries.next() {
+        let name = e.file_name().to_bytes();
+        let Some(rest) = name.strip_prefix(TMP_PREFIX.as_bytes()) else {
             continue;
         };
         let pid = rest
@@ -269,12 +274,11 @@ fn remove_stale_temps(dir: &OwnedFd, dir_path: &Path) {
             .and_then(|p| std::str::from_utf8(p).ok());
         let alive = pid.is_some_and(|p| Path::new("/proc").join(p).exists());
         if !alive {
-            let _ = rustix::fs::unlinkat(
-                dir.as_fd(),
-                OsStr::from_bytes(name.as_bytes()),
-                AtFlags::empty(),
-            );
+            stale.push(name.to_vec());
         }
+    }
+    for name in stale {
+        let _ = rustix::fs::unlinkat(dir.as_fd(), OsStr::from_bytes(&name), AtFlags::empty());
     }
 }
 
