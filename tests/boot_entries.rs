@@ -444,11 +444,7 @@ fn ukis_are_checked_and_copied_as_composefs_rs() {
                 // Refused before the image is stored: no gc root is left behind.
                 let images = ok(&cfsctl(&pair.cfs, &["images"]));
                 assert!(!images.contains("deploy/"), "{images}");
-                assert!(
-                    files(&od.join("EFI/Linux")).is_empty(),
-                    "nothing left in EFI/Linux: {:?}",
-                    files(&od)
-                );
+                assert!(files(&od).is_empty(), "left behind: {:?}", files(&od));
             }
         }
     }
@@ -628,4 +624,57 @@ fn a_prepared_image_is_a_gc_root_and_a_rerun_replaces_the_entry() {
     let images = ok(&cfsctl(&repo, &["images"]));
     assert!(!images.contains(&hex), "{images}");
     ok(&cfsctl(&repo, &["fsck"]));
+}
+
+/// An insecure repository whose kernel object was replaced (same length, other bytes): the
+/// copy's fs-verity digest is checked, so prepare-boot refuses naming the file, and nothing
+/// is written to the boot directory.
+#[test]
+fn a_replaced_kernel_object_is_never_written_to_the_boot_directory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("r/repo");
+    std::fs::create_dir_all(repo.parent().expect("parent")).expect("mkdir");
+    ok(&cfsctl(&repo, &["init", "--insecure"]));
+    let mut entries = base();
+    entries.extend(modules_kernel());
+    let mut layout = OciLayout::create(&tmp.path().join("layout"));
+    layout.add_image(Some("k"), &[layer(&tar(&entries), Comp::Gzip)], AMD64);
+    ok(&cfsctl(
+        &repo,
+        &["oci", "pull", "-q", &layout.reference("k"), "k"],
+    ));
+    let kernel = tmp.path().join("kernel");
+    std::fs::write(&kernel, noise(20_000, 7)).expect("kernel");
+    let digest = ok(&cfsctl(&repo, &["digest", kernel.to_str().expect("utf-8")]));
+    let hex = digest
+        .split_whitespace()
+        .next()
+        .and_then(|d| d.strip_prefix("sha256:"))
+        .expect("digest")
+        .to_owned();
+    let object = repo.join("objects").join(&hex[..2]).join(&hex[2..]);
+    assert!(object.is_file(), "{}", object.display());
+    std::fs::write(&object, noise(20_000, 99)).expect("replace the object");
+    let boot = tmp.path().join("boot");
+    std::fs::create_dir(&boot).expect("mkdir");
+    let out = cfsctl(
+        &repo,
+        &[
+            "oci",
+            "prepare-boot",
+            "k",
+            "--bootdir",
+            boot.to_str().expect("utf-8"),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "prepare-boot copied a replaced kernel"
+    );
+    assert!(
+        err.contains(&format!("/usr/lib/modules/{KVER}/vmlinuz")) && err.contains("digest"),
+        "{err}"
+    );
+    assert!(files(&boot).is_empty(), "wrote {:?}", files(&boot));
 }

@@ -123,32 +123,20 @@ pub fn prepare_boot(
     let karg = ComposefsKarg::v1(id, repo.verity() == VerityMode::Insecure);
 
     let boot = BootDir::open(opts.bootdir)?;
-    let plan = match &source {
-        BootSource::Uki { path, rel, leaf } => {
-            stage_uki(repo, &boot, path, rel, leaf, &karg, opts)?
-        }
-        _ => {
-            let (conf, entry, files) = type1(&source, osrel.as_ref(), &karg, opts)?;
-            stage_type1(repo, &boot, &conf, &entry, &files)?
-        }
-    };
-
-    // The image, its gc root, its state: all before the entry that names them.
-    let stored = repo.ensure_object(&image)?;
-    if stored != id {
-        return Err(BootError::ObjectMismatch {
-            path: "the bootable image".into(),
-            what: "digest",
-            expected: show(&id),
-            actual: show(&stored),
-        });
+    let written = stage_and_commit(
+        repo,
+        &boot,
+        &source,
+        osrel.as_ref(),
+        &image,
+        &id,
+        &karg,
+        opts,
+    );
+    if written.is_err() {
+        boot.remove_created_dirs();
     }
-    repo.register_image(&id)?;
-    let gc_ref = deploy_ref(&id);
-    repo.set_image_ref(&gc_ref, &id)?;
-    let state_dir = create_deploy_dirs(opts.repo_parent, &id)?;
-
-    let written = plan.commit(&boot)?;
+    let (written, gc_ref, state_dir) = written?;
     Ok(Prepared {
         id,
         karg,
@@ -158,6 +146,45 @@ pub fn prepare_boot(
         state_dir,
         gc_ref,
     })
+}
+
+/// Stages the boot files, stores the image with its gc root and state directory, commits
+/// the files; returns (files written, gc ref, state directory).
+#[allow(clippy::too_many_arguments)]
+fn stage_and_commit(
+    repo: &Repository,
+    boot: &BootDir,
+    source: &BootSource,
+    osrel: Option<&crate::osrel::OsRelease>,
+    image: &[u8],
+    id: &ObjectId,
+    karg: &ComposefsKarg,
+    opts: &PrepareOptions<'_>,
+) -> Result<(Vec<PathBuf>, String, PathBuf), BootError> {
+    let plan = match source {
+        BootSource::Uki { path, rel, leaf } => stage_uki(repo, boot, path, rel, leaf, karg, opts)?,
+        _ => {
+            let (conf, entry, files) = type1(source, osrel, karg, opts)?;
+            stage_type1(repo, boot, &conf, &entry, &files)?
+        }
+    };
+
+    // The image, its gc root, its state: all before the entry that names them.
+    let stored = repo.ensure_object(image)?;
+    if stored != *id {
+        return Err(BootError::ObjectMismatch {
+            path: "the bootable image".into(),
+            what: "digest",
+            expected: show(id),
+            actual: show(&stored),
+        });
+    }
+    repo.register_image(id)?;
+    let gc_ref = deploy_ref(id);
+    repo.set_image_ref(&gc_ref, id)?;
+    let state_dir = create_deploy_dirs(opts.repo_parent, id)?;
+    let written = plan.commit(boot)?;
+    Ok((written, gc_ref, state_dir))
 }
 
 /// Boot files staged under temporary names, renamed into place by [`Plan::commit`] (dropped

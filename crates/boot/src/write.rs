@@ -7,6 +7,7 @@
 //! written outside it. A staged file that is not committed (an error, a panic) is removed;
 //! temporary files left by a killed run are removed by the next run in the same directory.
 
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -79,6 +80,8 @@ impl RelPath {
 pub struct BootDir {
     path: PathBuf,
     fd: OwnedFd,
+    /// The directories this run created (components below the boot directory), in order.
+    created: RefCell<Vec<Vec<String>>>,
 }
 
 /// A file written to a temporary name in its final directory, not yet renamed into place.
@@ -108,6 +111,7 @@ impl BootDir {
         Ok(Self {
             path: path.to_owned(),
             fd,
+            created: RefCell::new(Vec::new()),
         })
     }
 
@@ -132,14 +136,18 @@ impl BootDir {
         let mut fd = rustix::io::dup(&self.fd)
             .map_err(|e| BootError::io("opening", &self.path)(e.into()))?;
         let mut path = self.path.clone();
-        for d in dirs {
+        for (i, d) in dirs.iter().enumerate() {
             path.push(d);
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             let next = match rustix::fs::openat(&fd, d.as_str(), flags, Mode::empty()) {
                 Ok(f) => f,
                 Err(Errno::NOENT) if create => {
                     match rustix::fs::mkdirat(&fd, d.as_str(), Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        Ok(()) => self
+                            .created
+                            .borrow_mut()
+                            .push(dirs.get(..=i).unwrap_or_default().to_vec()),
+                        Err(Errno::EXIST) => {}
                         Err(e) => return Err(BootError::io("creating", &path)(e.into())),
                     }
                     rustix::fs::fsync(&fd)
@@ -222,6 +230,23 @@ impl BootDir {
             }
             Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(BootError::io("removing", self.join(rel))(e.into())),
+        }
+    }
+}
+
+impl BootDir {
+    /// Removes the directories this run created that are still empty (deepest first): after
+    /// a failed run, the boot directory is as it was. Best effort: one that cannot be removed
+    /// is left (it holds nothing).
+    pub fn remove_created_dirs(&self) {
+        let created = std::mem::take(&mut *self.created.borrow_mut());
+        for comps in created.iter().rev() {
+            let Some((name, parent)) = comps.split_last() else {
+                continue;
+            };
+            if let Ok(Some((dir, _))) = self.open_dirs(parent, false) {
+                let _ = rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::REMOVEDIR);
+            }
         }
     }
 }
@@ -348,6 +373,14 @@ mod tests {
                 .next()
                 .is_none()
         );
+        // After a failed run, the directories it created are removed again (not others).
+        let boot = BootDir::open(tmp.path()).expect("open");
+        let rel = RelPath::parse("new1/new2/file", "test").expect("rel");
+        assert!(boot.stage(&rel, |_| Err(BootError::NoKernel)).is_err());
+        assert!(tmp.path().join("new1/new2").is_dir());
+        boot.remove_created_dirs();
+        assert!(!tmp.path().join("new1").exists());
+        assert!(tmp.path().join("a/b/file").exists());
         for bad in [
             "../x",
             "a/../../x",
