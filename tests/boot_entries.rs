@@ -600,6 +600,36 @@ fn a_prepared_image_is_a_gc_root_and_a_rerun_replaces_the_entry() {
     // `oci create-image --bootable` stores the same bootable image the entry names.
     let stored = ok(&cfsctl(&repo, &["oci", "create-image", "--bootable", "k"]));
     assert_eq!(stored.trim(), hex, "oci create-image --bootable");
+    // `oci mount --bootable` (root) mounts that image: /boot is empty, the rest is there.
+    if common::root_or_skip("oci mount --bootable") {
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir");
+        ok(&cfsctl(
+            &repo,
+            &[
+                "oci",
+                "mount",
+                "--bootable",
+                "k",
+                mnt.to_str().expect("utf-8"),
+            ],
+        ));
+        let _mounted = common::Mounted(mnt.clone());
+        assert_eq!(
+            std::fs::read(mnt.join("etc/hostname")).expect("hostname"),
+            b"bootme\n"
+        );
+        assert!(
+            std::fs::read_dir(mnt.join("boot"))
+                .expect("boot")
+                .next()
+                .is_none()
+        );
+        assert_eq!(
+            std::fs::read(mnt.join(format!("usr/lib/modules/{KVER}/vmlinuz"))).expect("kernel"),
+            noise(20_000, 7)
+        );
+    }
     // `oci rm` + gc: the bootable image stays (image ref deploy/<hex>), with its objects.
     ok(&cfsctl(&repo, &["oci", "rm", "k"]));
     ok(&cfsctl(&repo, &["gc"]));
