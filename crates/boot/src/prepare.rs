@@ -304,15 +304,15 @@ fn type1(
             }
             (conf, entry)
         }
-        BootSource::Uki { .. } => unreachable_uki(),
+        BootSource::Uki { path, .. } => {
+            return Err(BootError::Uki {
+                path: path.clone(),
+                why: "a UKI is installed as it is, not as a type 1 entry".into(),
+            });
+        }
     };
     entry.adjust_cmdline(&karg.to_string(), opts.cmdline);
     Ok((conf, entry, files))
-}
-
-/// [`type1`] is not called for UKIs; an empty layout keeps this total without a panic.
-fn unreachable_uki() -> (String, BlsEntry) {
-    (String::new(), BlsEntry { lines: Vec::new() })
 }
 
 /// Stages every file of a type 1 entry and the entry itself.
