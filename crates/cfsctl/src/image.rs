@@ -41,6 +41,19 @@ impl Canonical {
     }
 }
 
+/// Merges the image's layers into a tree and makes it the canonical tree `rules` describe.
+pub fn oci_tree(repo: &Repository, name: &str, rules: &Canonical) -> Result<cfs_image::FileSystem> {
+    let mut fs = cfs_oci::tree::image_tree(repo, name)
+        .with_context(|| format!("building the tree of {name}"))?;
+    rules
+        .apply(&mut fs, |file| {
+            let id = file.digest.as_ref().ok_or("no object digest")?;
+            repo.read_object(id).map_err(|e| e.to_string())
+        })
+        .with_context(|| format!("the canonical tree of {name}"))?;
+    Ok(fs)
+}
+
 /// How `create-image` and `compute-id` turn a directory into an image.
 #[derive(Args, Debug, Clone, Default)]
 pub struct DirRules {
@@ -204,12 +217,20 @@ pub fn create_image(
 /// `cfsctl compute-id SRCDIR`: the image ID `create-image` would print, without storing
 /// anything.
 pub fn compute_id(srcdir: &Path, hash: HashAlgorithm, rules: &DirRules) -> Result<()> {
+    println!("{}", dir_image_id(srcdir, hash, rules)?);
+    Ok(())
+}
+
+/// The image ID of a directory under `rules`, storing nothing.
+pub fn dir_image_id(
+    srcdir: &Path,
+    hash: HashAlgorithm,
+    rules: &DirRules,
+) -> Result<cfs_repository::ObjectId> {
     let mut fs = scan(srcdir, ObjectStore::HashOnly(hash), ScanOptions::default())
         .with_context(|| format!("scanning {}", srcdir.display()))?;
     let format = rules.apply(&mut fs, srcdir)?;
-    let id = cfs_image::repo::image_id(&fs, hash, format)?;
-    println!("{id}");
-    Ok(())
+    Ok(cfs_image::repo::image_id(&fs, hash, format)?)
 }
 
 /// `cfsctl images`: every composefs image in the repository with the image refs that name it

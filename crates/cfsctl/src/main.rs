@@ -3,6 +3,7 @@
 
 mod exit;
 mod generate;
+mod boot;
 mod image;
 mod mount;
 mod oci;
@@ -94,6 +95,9 @@ enum Command {
         #[command(flatten)]
         rules: image::DirRules,
     },
+    /// Print the composefs kernel argument of a directory's bootable image (the boot rules
+    /// always applied), as composefs-rs 0.9.4's `compute-karg` (no repository needed).
+    ComputeKarg(boot::ComputeKargArgs),
     /// List the composefs images in the repository: composefs ID, image refs, where mounted
     /// (OCI images: `cfsctl oci images`).
     Images {
@@ -353,6 +357,7 @@ fn run(cli: Cli) -> Result<Option<Failed>> {
             srcdir,
             rules,
         } => image::compute_id(&srcdir, hash, &rules)?,
+        Command::ComputeKarg(args) => boot::compute_karg(&args)?,
         Command::Mount { image, mountpoint } => mount::run(&open(cli.repo)?, &image, &mountpoint)?,
         Command::Mounts { json } => mount::list(&open(cli.repo)?, json)?,
         Command::Images { json } => image::list_images(&open(cli.repo)?, json)?,

@@ -15,6 +15,8 @@ use cfs_repository::Repository;
 use clap::{ArgAction, Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::image::oci_tree as tree;
+
 /// OCI subcommands.
 #[derive(Subcommand, Debug)]
 pub enum OciCommand {
@@ -102,6 +104,18 @@ pub enum OciCommand {
         /// An existing directory.
         mountpoint: PathBuf,
     },
+    /// Print the composefs kernel argument of an image's bootable composefs image
+    /// (`composefs.digest=v1-<hash>-12:<hex>`; `?` after `=` in an insecure repository), as
+    /// composefs-rs 0.9.4 writes it. Stores nothing.
+    ComputeKarg {
+        /// Name or image ID (`sha256:<config digest>`).
+        name: String,
+    },
+    /// Store an image's bootable composefs image (a gc root `deploy/<hex>`), create its
+    /// state directory `<repo's parent>/state/deploy/<hex>/`, and write its boot entry into
+    /// the boot directory: BLS type 1 (`loader/entries/ID.conf`, `ID/vmlinuz`,
+    /// `ID/initramfs.img`) or the image's UKI in `EFI/Linux/` (docs/boot.md).
+    PrepareBoot(crate::boot::PrepareBootArgs),
     /// Print the dumpfile (composefs-dump(5)) of an image's merged layers.
     Dump {
         /// Name or image ID (`sha256:<config digest>`).
@@ -147,23 +161,6 @@ pub struct PullArgs {
     /// No progress output; print only the image ID.
     #[arg(short, long)]
     quiet: bool,
-}
-
-/// Merges the image's layers into a tree and makes it the canonical tree `rules` describe.
-fn tree(
-    repo: &Repository,
-    name: &str,
-    rules: &crate::image::Canonical,
-) -> Result<cfs_image::FileSystem> {
-    let mut fs = cfs_oci::tree::image_tree(repo, name)
-        .with_context(|| format!("building the tree of {name}"))?;
-    rules
-        .apply(&mut fs, |file| {
-            let id = file.digest.as_ref().ok_or("no object digest")?;
-            repo.read_object(id).map_err(|e| e.to_string())
-        })
-        .with_context(|| format!("the canonical tree of {name}"))?;
-    Ok(fs)
 }
 
 /// Stores the composefs image of `name`'s layers and sets the image ref `oci/NAME`.
@@ -703,6 +700,8 @@ pub fn run(repo: &Arc<Repository>, cmd: OciCommand) -> Result<()> {
             let id = create_image(repo, &name, &rules)?;
             crate::mount::run(repo, &id.to_hex(), &mountpoint)?;
         }
+        OciCommand::ComputeKarg { name } => crate::boot::oci_compute_karg(repo, &name)?,
+        OciCommand::PrepareBoot(args) => crate::boot::prepare_boot(repo, &args)?,
         OciCommand::Dump { name, rules } => {
             let fs = tree(repo, &name, &rules)?;
             let mut out = std::io::stdout().lock();

@@ -33,6 +33,7 @@ install)
         *) fail install-init-enforced "$out" ;;
     esac
     check install-pull $C --repo $R oci pull oci:/src/layout:boot boot
+    mkdir -p /disk/boot
     if out=$($C --repo $R oci prepare-boot boot --bootdir /disk/boot \
             --cmdline console=ttyS0 --cmdline mitigations=off --cmdline panic=-1 \
             --cmdline root=/dev/vda --cmdline rw 2>&1); then
