@@ -2,6 +2,8 @@
 //! and JSON), gc, cat, and the repository location defaults.
 
 mod common;
+#[path = "common/peers.rs"]
+mod peers;
 
 use common::{cfsctl, ok};
 use std::path::Path;
@@ -82,10 +84,66 @@ fn init_requires_verity_or_explicit_insecure() {
 #[test]
 fn not_a_repository_is_named() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let out = cfsctl(&tmp.path().join("nothing"), &["fsck"]);
-    assert!(!out.status.success());
+    // A missing repository (every kind of command) says how to create one.
+    for args in [&["fsck"][..], &["images"], &["oci", "images"], &["gc"]] {
+        let out = cfsctl(&tmp.path().join("nothing"), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("nothing") && err.contains("cfsctl --repo"),
+            "{err}"
+        );
+        assert!(err.contains(" init"), "{err}");
+    }
+    // An empty directory likewise.
+    let out = cfsctl(tmp.path(), &["images"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("nothing"), "{err}");
+    assert!(
+        err.contains("not a cfs repository") && err.contains(" init"),
+        "{err}"
+    );
+}
+
+/// A composefs-rs repository is named as such, not reported as broken metadata: the
+/// meta.json composefs-rs 0.9.4 writes, and (when installed) one made by composefs-rs itself.
+#[test]
+fn a_composefs_rs_repository_is_recognised() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let hand = tmp.path().join("by-hand");
+    std::fs::create_dir(&hand).expect("mkdir");
+    std::fs::write(
+        hand.join("meta.json"),
+        r#"{"version":1,"algorithm":"fsverity-sha512-12","features":{"compatible":[],"read-only-compatible":["v1_erofs"],"incompatible":[]},"erofs_formats":{"default":1}}"#,
+    )
+    .expect("meta");
+    let mut repos = vec![hand];
+    match peers::composefs_rs() {
+        Some(peer) => {
+            let made = tmp.path().join("by-composefs-rs");
+            let st = Command::new(peer)
+                .args(["init", "--insecure", "--algorithm", "fsverity-sha256-12"])
+                .arg(&made)
+                .status()
+                .expect("run composefs-rs");
+            assert!(st.success());
+            repos.push(made);
+        }
+        None => {
+            eprintln!("composefs-rs 0.9.4 not installed: checking the hand-made meta.json only")
+        }
+    }
+    for repo in repos {
+        let out = cfsctl(&repo, &["images"]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is a composefs-rs repository"), "{err}");
+    }
+    // A damaged cfs meta.json is still reported as such.
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir(&broken).expect("mkdir");
+    std::fs::write(broken.join("meta.json"), b"{\"format\": 7}").expect("meta");
+    let err = String::from_utf8_lossy(&cfsctl(&broken, &["images"]).stderr).into_owned();
+    assert!(err.contains("not valid repository metadata"), "{err}");
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! `cfsctl`: the command-line front end of cfs. It parses arguments, calls the library crates
 //! and prints; all logic lives in the libraries.
 
+mod boot;
 mod exit;
 mod generate;
-mod boot;
 mod image;
 mod mount;
 mod oci;

@@ -19,6 +19,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// There is no directory at the repository's path.
+    #[error(
+        "there is no repository at {0}; create one with `cfsctl --repo {0} init` \
+         (`--insecure` where the filesystem has no fs-verity)"
+    )]
+    NoRepository(PathBuf),
+    /// The directory holds a composefs-rs repository, which cfs does not use.
+    #[error(
+        "{0} is a composefs-rs repository (its meta.json has composefs-rs's fields but not cfs's \
+         \"format\"); cfs cannot open it: use composefs-rs's cfsctl for it, or create a cfs \
+         repository elsewhere with `cfsctl --repo DIR init` and pull the images there"
+    )]
+    ComposefsRs(PathBuf),
     /// The directory is not a cfs repository (no `meta.json`).
     #[error("{0} is not a cfs repository (no meta.json); create one with `cfsctl --repo {0} init`")]
     NotARepository(PathBuf),

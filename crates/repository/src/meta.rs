@@ -124,6 +124,18 @@ pub enum InitVerity {
     Insecure,
 }
 
+/// A composefs-rs `meta.json`: an object with its `version` and `algorithm` and no cfs
+/// `format`.
+fn is_composefs_rs(bytes: &[u8]) -> bool {
+    let Ok(serde_json::Value::Object(v)) = serde_json::from_slice::<serde_json::Value>(bytes)
+    else {
+        return false;
+    };
+    !v.contains_key("format")
+        && v.get("algorithm").is_some_and(serde_json::Value::is_string)
+        && v.get("version").is_some_and(serde_json::Value::is_u64)
+}
+
 /// Reads and checks `meta.json` (a regular file, opened without following a symlink).
 pub(crate) fn read_meta(root: BorrowedFd<'_>, path: &Path) -> Result<Meta> {
     let meta_path = path.join("meta.json");
@@ -146,9 +158,15 @@ pub(crate) fn read_meta(root: BorrowedFd<'_>, path: &Path) -> Result<Meta> {
         .take(1 << 20)
         .read_to_end(&mut meta_bytes)
         .ctx("reading", &meta_path)?;
-    let meta: Meta = serde_json::from_slice(&meta_bytes).map_err(|e| Error::BadMeta {
-        path: path.to_owned(),
-        message: format!("not valid repository metadata: {e}"),
+    let meta: Meta = serde_json::from_slice(&meta_bytes).map_err(|e| {
+        if is_composefs_rs(&meta_bytes) {
+            Error::ComposefsRs(path.to_owned())
+        } else {
+            Error::BadMeta {
+                path: path.to_owned(),
+                message: format!("not valid repository metadata: {e}"),
+            }
+        }
     })?;
     if meta.format != FORMAT_NAME || meta.version != FORMAT_VERSION {
         return Err(Error::BadMeta {

@@ -20,7 +20,7 @@ use serde::Serialize;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode};
 use rustix::io::Errno;
 
 use crate::error::{Error, IoContext, Result};
@@ -280,13 +280,7 @@ impl Repository {
 /// problems (`damaged-layout`); with `fix`, each is replaced by an empty directory under the
 /// exclusive lock, and the second element says what was done.
 fn layout_damage(path: &Path, fix: bool) -> Result<Vec<(Problem, String)>> {
-    let root = rustix::fs::openat(
-        rustix::fs::CWD,
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx("opening repository", path)?;
+    let root = crate::repository::open_root(path)?;
     crate::meta::read_meta(root.as_fd(), path)?;
     let lock = RepoLock::open(root.as_fd(), path)?;
     lock.lock(if fix {

@@ -747,14 +747,16 @@ fn link_tmpfile(file: &File, dir: impl AsFd, rel: &str) -> rustix::io::Result<()
 }
 
 /// Opens the repository's root directory from the user's path.
-fn open_root(path: &Path) -> Result<OwnedFd> {
-    rustix::fs::openat(
+pub(crate) fn open_root(path: &Path) -> Result<OwnedFd> {
+    match rustix::fs::openat(
         CWD,
         path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )
-    .ctx("opening repository", path)
+    ) {
+        Err(Errno::NOENT) => Err(Error::NoRepository(path.to_owned())),
+        other => other.ctx("opening repository", path),
+    }
 }
 
 /// Whether files in `tmp` can have fs-verity enabled.
