@@ -7,6 +7,7 @@ mod generate;
 mod image;
 mod mount;
 mod oci;
+mod progress_fd;
 mod setup_root;
 
 use std::path::PathBuf;
@@ -391,7 +392,7 @@ fn main() -> ExitCode {
 
 /// The error and its causes, joined by `: `, leaving out a cause whose text the message
 /// before it already ends with (library errors often show their source in their own text).
-fn error_chain(e: &anyhow::Error) -> String {
+pub(crate) fn error_chain(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

@@ -161,6 +161,12 @@ pub struct PullArgs {
     /// No progress output; print only the image ID.
     #[arg(short, long)]
     quiet: bool,
+    /// Also write progress as JSON lines to this open file descriptor (docs/cli.md).
+    #[arg(long, value_name = "FD")]
+    progress_fd: Option<i32>,
+    /// Print the result as JSON (name, image_id, manifest_digest, …) instead of the image ID.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Stores the composefs image of `name`'s layers and sets the image ref `oci/NAME`.
@@ -375,8 +381,16 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
         jobs,
         max_layer_size,
         quiet,
+        progress_fd,
+        json,
     } = args;
     let name = name.as_deref();
+    let mut progress = progress_fd
+        .map(crate::progress_fd::ProgressFd::open)
+        .transpose()?;
+    if let Some(p) = &mut progress {
+        p.start(&image, name);
+    }
     let platform = match platform {
         Some(p) => Some(p.parse::<Platform>()?),
         None => None,
@@ -409,9 +423,12 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
         .context("starting the async runtime")?;
     let result = rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let events = bars.is_some().then_some(tx);
+        let events = (bars.is_some() || progress.is_some()).then_some(tx);
         let draw = async {
             while let Some(event) = rx.recv().await {
+                if let Some(p) = &mut progress {
+                    p.event(&event);
+                }
                 if let Some(b) = &bars {
                     b.event(event);
                 }
@@ -426,8 +443,20 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
     if let Some(b) = &bars {
         b.finish();
     }
-    let result = result?;
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let e = anyhow::Error::from(e);
+            if let Some(p) = &mut progress {
+                p.error(&crate::error_chain(&e));
+            }
+            return Err(e);
+        }
+    };
     let rebuilt = restore_image_ref(repo, &result.name)?;
+    if let Some(p) = &mut progress {
+        p.done(&result);
+    }
     if !quiet {
         let what = if result.artifact { "artifact" } else { "image" };
         let list = match (&result.list_digest, &result.platform) {
@@ -453,7 +482,14 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
             store::image_ref_name(&result.name)
         );
     }
-    println!("{}", result.image_id);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&crate::progress_fd::result_json(&result))?
+        );
+    } else {
+        println!("{}", result.image_id);
+    }
     Ok(())
 }
 
