@@ -79,8 +79,7 @@ fn progress_lines_follow_the_pull() {
     for s in &starts {
         let last = lines
             .iter()
-            .filter(|l| l["type"] == "layer_progress" && l["index"] == s["index"])
-            .next_back()
+            .rfind(|l| l["type"] == "layer_progress" && l["index"] == s["index"])
             .unwrap_or_else(|| panic!("no progress for {s}"));
         assert_eq!(last["bytes"], s["size"], "{s}");
     }
