@@ -457,6 +457,14 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
     if let Some(p) = &mut progress {
         p.done(&result);
     }
+    if let Some(old) = &result.moved_from {
+        // Said even with --quiet: the old image is no longer reachable by this name.
+        eprintln!(
+            "moved {} from {old} (the old image stays, unnamed, until `cfsctl oci rm {}` or gc)",
+            result.name,
+            short_digest(old)
+        );
+    }
     if !quiet {
         let what = if result.artifact { "artifact" } else { "image" };
         let list = match (&result.list_digest, &result.platform) {
@@ -510,24 +518,28 @@ fn restore_image_ref(repo: &Repository, name: &str) -> Result<Option<cfs_reposit
     Ok(Some(id))
 }
 
+/// `oci images`: every name, then every image left without one (`<none>`, as podman).
 fn images(repo: &Repository, json: bool) -> Result<()> {
     let mut cache: HashMap<String, StoredImage> = HashMap::new();
-    let mut rows = Vec::new();
-    for (name, cid) in store::names(repo)? {
+    let mut rows: Vec<(Option<String>, String)> = Vec::new();
+    let named = store::names(repo)?.into_iter().map(|(n, c)| (Some(n), c));
+    let unnamed = store::unnamed(repo)?.into_iter().map(|c| (None, c));
+    for (name, cid) in named.chain(unnamed) {
         if !cache.contains_key(&cid) {
             match store::open(repo, &cid) {
                 Ok(img) => {
                     cache.insert(cid.clone(), img);
                 }
                 Err(e) => {
-                    eprintln!("cfsctl: warning: {name}: {e:#}");
+                    let what = name.as_deref().unwrap_or(cid.as_str());
+                    eprintln!("cfsctl: warning: {what}: {e:#}");
                     continue;
                 }
             }
         }
         rows.push((name, cid));
     }
-    let rows: Vec<(String, &StoredImage)> = rows
+    let rows: Vec<(Option<String>, &StoredImage)> = rows
         .into_iter()
         .filter_map(|(n, c)| cache.get(&c).map(|i| (n, i)))
         .collect();
@@ -551,13 +563,20 @@ fn images(repo: &Repository, json: bool) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
+    const NONE: &str = "<none>";
+    let width = rows
+        .iter()
+        .map(|(n, _)| n.as_deref().unwrap_or(NONE).len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     writeln!(
         out,
         "{:width$}  {:12}  {:20}  {:>6}  {:>10}",
         "NAME", "IMAGE ID", "CREATED", "LAYERS", "SIZE"
     )?;
     for (name, img) in rows {
+        let name = name.as_deref().unwrap_or(NONE);
         let created = img.created.as_deref().unwrap_or("-");
         let created = created.get(..19).unwrap_or(created).replace('T', " ");
         let kind = if img.kind == Kind::Artifact {
@@ -619,7 +638,15 @@ pub fn run(repo: &Arc<Repository>, cmd: OciCommand) -> Result<()> {
         }
         OciCommand::Tag { source, name } => {
             let cid = store::resolve(repo, &source)?;
-            store::set_name(repo, &name, &cid)?;
+            let refs = repo.list_stream_refs()?;
+            cfs_oci::names::check_new_name(&name, refs.iter().map(|r| r.name.as_str()))?;
+            if let Some(old) = store::set_name(repo, &name, &cid)? {
+                let old = store::image_id_of(&old);
+                eprintln!(
+                    "moved {name} from {old} (the old image stays, unnamed, until `cfsctl oci rm {}` or gc)",
+                    short_digest(&old)
+                );
+            }
         }
         OciCommand::Untag { name } => {
             match repo.stream_ref(&name)? {
@@ -651,6 +678,12 @@ pub fn run(repo: &Arc<Repository>, cmd: OciCommand) -> Result<()> {
                 .map(|(n, _)| n)
                 .collect();
             if names.is_empty() && image_refs.is_empty() {
+                // An image left without a name (`<none>`): forget it now; gc frees its space.
+                if repo.forget_stream(Some(&cfs_image::repo::ErofsImageObjects), &cid)? {
+                    println!("removed unnamed image {}", store::image_id_of(&cid));
+                    eprintln!("run `cfsctl gc` to free its space");
+                    return Ok(());
+                }
                 bail!("{name:?} has no names to remove");
             }
             // Image refs first, names last: killed in between, a name is left by which a

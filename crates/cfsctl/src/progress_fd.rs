@@ -158,5 +158,6 @@ pub fn result_json(r: &PullResult) -> Value {
         "fetched": r.fetched,
         "fetched_bytes": r.fetched_bytes,
         "reused": r.reused,
+        "moved_from": r.moved_from,
     })
 }

@@ -15,6 +15,9 @@ pub enum PullError {
     /// The reference cannot be used.
     #[error(transparent)]
     Reference(#[from] ReferenceError),
+    /// The local name cannot be used (refused before anything is fetched).
+    #[error(transparent)]
+    Name(#[from] crate::names::NameError),
     /// The source could not deliver (skopeo, a local layout).
     #[error("{image}: {source}")]
     Source {

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod layer;
 pub mod local;
 pub mod manifest;
+pub mod names;
 mod pipeline;
 pub mod pull;
 pub mod reference;

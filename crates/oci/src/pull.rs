@@ -168,6 +168,9 @@ pub struct PullResult {
     pub fetched_bytes: u64,
     /// Blobs found already stored.
     pub reused: usize,
+    /// The image ID the name pointed at before, when this pull moved the name to another
+    /// image (that image stays stored, unnamed, until gc or `oci rm`).
+    pub moved_from: Option<String>,
 }
 
 fn sha256_of(data: &[u8]) -> String {
@@ -197,6 +200,14 @@ pub async fn pull(
         Some(n) => n.to_owned(),
         None => iref.default_name()?,
     };
+    // Every stream ref is a path under streams/refs/: the name may not collide with any.
+    let existing = repo
+        .list_stream_refs()
+        .map_err(|source| PullError::Repository {
+            image: image.clone(),
+            source,
+        })?;
+    crate::names::check_new_name(&name, existing.iter().map(|r| r.name.as_str()))?;
     let r = Reg {
         repo: &repo,
         image: &image,
@@ -390,6 +401,7 @@ fn result_base(
         fetched: 0,
         fetched_bytes: 0,
         reused: 0,
+        moved_from: None,
     }
 }
 
@@ -398,6 +410,7 @@ fn finished(base: PullResult, r: Registered) -> PullResult {
         content_id: r.content_id,
         image_id: r.image_id,
         artifact: r.artifact,
+        moved_from: r.moved_from,
         ..base
     }
 }

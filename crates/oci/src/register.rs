@@ -38,6 +38,8 @@ pub(crate) struct Registered {
     /// `sha256:<config hex>`, or the manifest digest for an artifact.
     pub(crate) image_id: String,
     pub(crate) artifact: bool,
+    /// The image ID the name pointed at before, if the pull moved it.
+    pub(crate) moved_from: Option<String>,
 }
 
 /// Errors of the registration steps, with the image named.
@@ -99,9 +101,10 @@ impl Reg<'_> {
         reg: &[(String, ObjectId)],
         name: &str,
         target: &str,
-    ) -> Result<(), PullError> {
+    ) -> Result<Option<String>, PullError> {
         self.register(reg)?;
-        crate::store::set_name(self.repo, name, target).map_err(self.repo_err())
+        let before = crate::store::set_name(self.repo, name, target).map_err(self.repo_err())?;
+        Ok(before.map(|cid| crate::store::image_id_of(&cid)))
     }
 
     /// Registers `reg` (one `syncfs` first).
@@ -145,12 +148,13 @@ pub(crate) fn finish_if_stored(
         }
         let mut reg = Vec::new();
         r.ensure_list_stream(list, &mut reg)?;
-        r.register_and_name(&reg, name, &manifest_cid)?;
+        let moved_from = r.register_and_name(&reg, name, &manifest_cid)?;
         r.events.message("artifact already stored");
         return Ok(Some(Registered {
             content_id: manifest_cid,
             image_id: format!("sha256:{}", instance.hex),
             artifact: true,
+            moved_from,
         }));
     }
     let config_hex = sha256_hex(m.config().digest().as_ref())
@@ -207,12 +211,13 @@ pub(crate) fn finish_if_stored(
         let id = w.finish().map_err(r.repo_err())?;
         reg.push((config_cid.clone(), id));
     }
-    r.register_and_name(&reg, name, &config_cid)?;
+    let moved_from = r.register_and_name(&reg, name, &config_cid)?;
     r.events.message("image already stored");
     Ok(Some(Registered {
         content_id: config_cid,
         image_id: format!("sha256:{config_hex}"),
         artifact: false,
+        moved_from,
     }))
 }
 
@@ -273,11 +278,12 @@ pub(crate) fn register_pull(
         }
         let obj = w.finish().map_err(r.repo_err())?;
         reg.push((manifest_cid.clone(), obj));
-        r.register_and_name(&reg, name, &manifest_cid)?;
+        let moved_from = r.register_and_name(&reg, name, &manifest_cid)?;
         return Ok(Registered {
             content_id: manifest_cid,
             image_id: format!("sha256:{}", instance.hex),
             artifact: true,
+            moved_from,
         });
     };
     let config_desc = m.config();
@@ -306,10 +312,11 @@ pub(crate) fn register_pull(
     }
     let obj = w.finish().map_err(r.repo_err())?;
     reg.push((config_cid.clone(), obj));
-    r.register_and_name(&reg, name, &config_cid)?;
+    let moved_from = r.register_and_name(&reg, name, &config_cid)?;
     Ok(Registered {
         content_id: config_cid,
         image_id: format!("sha256:{config_hex}"),
         artifact: false,
+        moved_from,
     })
 }

@@ -198,6 +198,7 @@ pub fn resolve(repo: &Repository, name: &str) -> Result<String, StoreError> {
             .list_stream_refs()?
             .into_iter()
             .map(|r| r.target)
+            .chain(unnamed(repo)?)
             .filter(|t| {
                 root_kind(t).is_some() && t.rsplit(':').next().is_some_and(|h| h.starts_with(hex))
             })
@@ -329,13 +330,50 @@ pub fn image_ref_name(name: &str) -> String {
 /// If the name pointed at another image before, the composefs image ref made under it
 /// ([`image_ref_name`]) described that other image and is removed (the next `oci mount` or
 /// `oci create-image` makes it anew), so it neither goes stale nor keeps the old image alive.
-pub fn set_name(repo: &Repository, name: &str, target: &str) -> cfs_repository::Result<()> {
+/// Returns what the name pointed at before, when that was another image (the name moved).
+pub fn set_name(
+    repo: &Repository,
+    name: &str,
+    target: &str,
+) -> cfs_repository::Result<Option<String>> {
     // The stale ref goes first: a crash in between then leaves no ref describing an image
     // the name no longer points at.
-    if repo.stream_ref(name)?.is_some_and(|b| b != target) {
+    let before = repo.stream_ref(name)?.filter(|b| b != target);
+    if before.is_some() {
         repo.remove_image_ref(&image_ref_name(name))?;
     }
-    repo.set_stream_ref(name, target)
+    repo.set_stream_ref(name, target)?;
+    Ok(before)
+}
+
+/// The image ID (`sha256:<hex>`) of a root content id (`oci-config-sha256:<hex>`, or an
+/// artifact's `oci-manifest-sha256:<hex>`).
+pub fn image_id_of(cid: &str) -> String {
+    match cid
+        .split_once('-')
+        .and_then(|(_, rest)| rest.split_once('-'))
+    {
+        Some((_, id)) => id.to_owned(),
+        None => cid.to_owned(),
+    }
+}
+
+/// The images stored with no name (a pull or tag moved their name away): their config
+/// streams' content ids, sorted. They stay until `oci rm ID` or gc.
+pub fn unnamed(repo: &Repository) -> Result<Vec<String>, StoreError> {
+    let named: std::collections::HashSet<String> = repo
+        .list_stream_refs()?
+        .into_iter()
+        .map(|r| r.target)
+        .collect();
+    let mut out: Vec<String> = repo
+        .list_streams()?
+        .into_iter()
+        .map(|(cid, _)| cid)
+        .filter(|cid| root_kind(cid) == Some(Kind::Image) && !named.contains(cid))
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 /// Every name that points at an image or artifact, with its root content id, sorted by name.

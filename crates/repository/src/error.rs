@@ -19,6 +19,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A stream to be forgotten is still reached from a ref.
+    #[error("stream {0} is still reached from a name or another stream; remove those first")]
+    StillReachable(String),
     /// There is no directory at the repository's path.
     #[error(
         "there is no repository at {0}; create one with `cfsctl --repo {0} init` \

@@ -191,6 +191,30 @@ impl Repository {
         result
     }
 
+    /// Removes the stream link `streams/<content_id>` of a stream nothing reaches any more (no
+    /// ref, no other reachable stream, no mounted image), under the exclusive lock as gc, and
+    /// durably; the next gc frees its object and what only it reached. For `oci rm` of an
+    /// image whose names are gone. `false` if there was no such link.
+    pub fn forget_stream(
+        &self,
+        images: Option<&dyn ImageObjects>,
+        content_id: &str,
+    ) -> Result<bool> {
+        self.lock_exclusive()?;
+        let result = (|| {
+            if self.reachable(images)?.streams.contains(content_id) {
+                return Err(Error::StillReachable(content_id.to_owned()));
+            }
+            let removed = self.remove_stream_link(content_id)?;
+            if removed {
+                self.sync_link_dirs()?;
+            }
+            Ok(removed)
+        })();
+        self.lock_shared()?;
+        result
+    }
+
     fn gc_locked(&self, images: Option<&dyn ImageObjects>, dry_run: bool) -> Result<GcReport> {
         let live = self.reachable(images)?;
         let mut report = GcReport {
