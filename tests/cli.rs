@@ -442,3 +442,47 @@ fn images_and_mounts_json() {
         "{table}"
     );
 }
+
+/// Composefs images are found by a unique ID prefix too (rmi, mount), and several names go
+/// at once.
+#[test]
+fn composefs_ids_by_unique_prefix() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    ok(&cfsctl(&repo, &["init", "--insecure"]));
+    let mut ids = Vec::new();
+    for (i, name) in ["one", "two"].iter().enumerate() {
+        let src = tmp.path().join(name);
+        std::fs::create_dir(&src).expect("mkdir");
+        std::fs::write(src.join("f"), vec![b'a' + i as u8; 9000]).expect("write");
+        let src = src.to_str().expect("utf-8").to_owned();
+        ids.push(
+            ok(&cfsctl(&repo, &["create-image", &src, name]))
+                .trim()
+                .to_owned(),
+        );
+    }
+    // A prefix that is also not a ref: the image's every ref goes.
+    let out = ok(&cfsctl(&repo, &["rmi", &ids[0][..10]]));
+    assert_eq!(out, "removed image ref one\n");
+    // An unknown prefix is "not found".
+    let out = cfsctl(&repo, &["rmi", "0000000000"]);
+    let status = out.status.code();
+    if !ids[1].starts_with("0000000000") {
+        assert_eq!(status, Some(3));
+    }
+    if rustix::process::geteuid().is_root() {
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir");
+        let mnt_s = mnt.to_str().expect("utf-8");
+        ok(&cfsctl(&repo, &["mount", &ids[1][..8], mnt_s]));
+        let _m = common::Mounted(mnt.clone());
+        assert_eq!(
+            std::fs::read(mnt.join("f")).expect("read"),
+            vec![b'b'; 9000]
+        );
+    }
+    // rmi and oci rm take several names.
+    let out = ok(&cfsctl(&repo, &["rmi", "two", &ids[0]]));
+    assert!(out.contains("removed image ref two"), "{out}");
+}

@@ -333,13 +333,30 @@ pub fn remove_images(repo: &Repository, names: &[String]) -> Result<()> {
                 removed
             }
             Err(_) => {
-                if !repo
+                if repo
                     .remove_image_ref(name)
                     .with_context(|| format!("removing image ref {name:?}"))?
                 {
-                    return Err(not_found(name));
+                    vec![name.clone()]
+                } else {
+                    // A unique prefix of an image ID: every ref of that image.
+                    let id = match repo.resolve_image(name) {
+                        Ok(id) => id,
+                        Err(cfs_repository::Error::NotFound { .. }) => {
+                            return Err(not_found(name));
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    let hex = id.to_hex();
+                    let mut removed = Vec::new();
+                    for r in repo.list_image_refs()? {
+                        if r.target == hex {
+                            repo.remove_image_ref(&r.name)?;
+                            removed.push(r.name);
+                        }
+                    }
+                    removed
                 }
-                vec![name.clone()]
             }
         };
         if removed.is_empty() {

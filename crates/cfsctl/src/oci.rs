@@ -57,8 +57,9 @@ pub enum OciCommand {
     /// Remove an image: every name that points at it and every composefs image ref (`oci/...`)
     /// made for it. `cfsctl gc` then frees the space (unless the image is mounted).
     Rm {
-        /// Name, image ID or digest.
-        name: String,
+        /// Names, image IDs (or unique prefixes) or digests.
+        #[arg(required = true)]
+        names: Vec<String>,
     },
     /// Write an image's layer (the uncompressed tar, or an artifact's blob) to stdout; without
     /// --layer the config (images) or the only blob (artifacts).
@@ -595,6 +596,51 @@ fn images(repo: &Repository, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `oci rm NAME`: every name of the image and its composefs image refs; an unnamed image is
+/// forgotten (gc frees its space).
+fn remove(repo: &Repository, name: &str) -> Result<()> {
+    let cid = store::resolve(repo, name)?;
+    // The composefs image refs (`oci/X`) whose X names this image, found before the
+    // names go.
+    let mut image_refs = Vec::new();
+    for r in repo.list_image_refs()? {
+        if let Some(x) = r.name.strip_prefix(&store::image_ref_name(""))
+            && store::resolve(repo, x).is_ok_and(|c| c == cid)
+        {
+            image_refs.push(r.name);
+        }
+    }
+    let names: Vec<String> = store::names(repo)?
+        .into_iter()
+        .filter(|(_, c)| *c == cid)
+        .map(|(n, _)| n)
+        .collect();
+    if names.is_empty() && image_refs.is_empty() {
+        // An image left without a name (`<none>`): forget it now; gc frees its space.
+        if repo.forget_stream(Some(&cfs_image::repo::ErofsImageObjects), &cid)? {
+            println!("removed unnamed image {}", store::image_id_of(&cid));
+            eprintln!("run `cfsctl gc` to free its space");
+            return Ok(());
+        }
+        bail!("{name:?} has no names to remove");
+    }
+    // Image refs first, names last: killed in between, a name is left by which a
+    // second `oci rm` finds (and removes) everything that is left.
+    for r in image_refs {
+        repo.remove_image_ref(&r)?;
+        println!("removed image ref {r}");
+    }
+    for n in names {
+        repo.remove_stream_ref(&n)?;
+        println!("untagged {n}");
+    }
+    eprintln!(
+        "removed {}; run `cfsctl gc` to free its space",
+        short_digest(cid.rsplit_once('-').map_or(cid.as_str(), |(_, d)| d))
+    );
+    Ok(())
+}
+
 /// Runs an OCI subcommand.
 pub fn run(repo: &Arc<Repository>, cmd: OciCommand) -> Result<()> {
     let repo_arc = repo;
@@ -660,46 +706,10 @@ pub fn run(repo: &Arc<Repository>, cmd: OciCommand) -> Result<()> {
             repo.remove_image_ref(&store::image_ref_name(&name))?;
             repo.remove_stream_ref(&name)?;
         }
-        OciCommand::Rm { name } => {
-            let cid = store::resolve(repo, &name)?;
-            // The composefs image refs (`oci/X`) whose X names this image, found before the
-            // names go.
-            let mut image_refs = Vec::new();
-            for r in repo.list_image_refs()? {
-                if let Some(x) = r.name.strip_prefix(&store::image_ref_name(""))
-                    && store::resolve(repo, x).is_ok_and(|c| c == cid)
-                {
-                    image_refs.push(r.name);
-                }
+        OciCommand::Rm { names } => {
+            for name in names {
+                remove(repo, &name)?;
             }
-            let names: Vec<String> = store::names(repo)?
-                .into_iter()
-                .filter(|(_, c)| *c == cid)
-                .map(|(n, _)| n)
-                .collect();
-            if names.is_empty() && image_refs.is_empty() {
-                // An image left without a name (`<none>`): forget it now; gc frees its space.
-                if repo.forget_stream(Some(&cfs_image::repo::ErofsImageObjects), &cid)? {
-                    println!("removed unnamed image {}", store::image_id_of(&cid));
-                    eprintln!("run `cfsctl gc` to free its space");
-                    return Ok(());
-                }
-                bail!("{name:?} has no names to remove");
-            }
-            // Image refs first, names last: killed in between, a name is left by which a
-            // second `oci rm` finds (and removes) everything that is left.
-            for r in image_refs {
-                repo.remove_image_ref(&r)?;
-                println!("removed image ref {r}");
-            }
-            for n in names {
-                repo.remove_stream_ref(&n)?;
-                println!("untagged {n}");
-            }
-            eprintln!(
-                "removed {}; run `cfsctl gc` to free its space",
-                short_digest(cid.rsplit_once('-').map_or(cid.as_str(), |(_, d)| d))
-            );
         }
         OciCommand::Cat { name, layer } => {
             let img = open_named(repo, &name)?;

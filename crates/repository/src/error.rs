@@ -19,6 +19,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A short image ID that several images start with.
+    #[error("{prefix} matches several images: {}", matches.join(", "))]
+    AmbiguousImage {
+        /// The prefix given.
+        prefix: String,
+        /// The full IDs it matches.
+        matches: Vec<String>,
+    },
     /// A stream to be forgotten is still reached from a ref.
     #[error("stream {0} is still reached from a name or another stream; remove those first")]
     StillReachable(String),

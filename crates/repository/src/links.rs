@@ -246,6 +246,33 @@ impl Repository {
                     kind: "image",
                     name: name.to_owned(),
                 })?
+        } else if name.len() >= 4
+            && name.len() < self.meta.hash.digest_len() * 2
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            // A unique prefix of a registered image's ID, as podman takes short IDs.
+            let mut matches: Vec<ObjectId> = self
+                .list_images()?
+                .into_iter()
+                .filter(|id| id.to_hex().starts_with(name))
+                .collect();
+            match matches.len() {
+                1 => matches.remove(0),
+                0 => {
+                    return Err(Error::NotFound {
+                        kind: "image",
+                        name: name.to_owned(),
+                    });
+                }
+                _ => {
+                    return Err(Error::AmbiguousImage {
+                        prefix: name.to_owned(),
+                        matches: matches.iter().map(ObjectId::to_hex).collect(),
+                    });
+                }
+            }
         } else {
             return Err(Error::NotFound {
                 kind: "image",
