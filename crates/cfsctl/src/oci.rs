@@ -149,6 +149,10 @@ pub struct PullArgs {
     /// Registry credentials; without :PASS the password is read from the terminal or stdin.
     #[arg(long, value_name = "USER[:PASS]")]
     creds: Option<String>,
+    /// Certificates for the registry (`*.crt` CAs, `*.cert`/`*.key` client pairs), as
+    /// skopeo's --cert-dir [default: the system's and /etc/containers/certs.d/HOST].
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
     /// The platform to pick from a manifest list [default: the host's].
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<String>,
@@ -378,6 +382,7 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
         tls_verify,
         authfile,
         creds,
+        cert_dir,
         platform,
         jobs,
         max_layer_size,
@@ -410,6 +415,7 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
         insecure_skip_tls_verification: !tls_verify,
         authfile,
         creds,
+        cert_dir,
         platform,
         jobs,
         max_layer_size,

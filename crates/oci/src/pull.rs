@@ -131,6 +131,9 @@ pub struct PullOptions {
     pub authfile: Option<PathBuf>,
     /// `USER`, `PASSWORD` for the reference's registry (overrides `authfile`).
     pub creds: Option<(String, String)>,
+    /// Directory of certificates for the registry (`*.crt` CAs, `*.cert`/`*.key` client
+    /// pairs), as skopeo's `--cert-dir`; `None`: the system's and /etc/containers/certs.d.
+    pub cert_dir: Option<PathBuf>,
     /// The platform to pick from a manifest list; `None`: the host's.
     pub platform: Option<Platform>,
     /// Layers processed at once; `None`: the number of cores.
@@ -222,6 +225,7 @@ pub async fn pull(
         insecure_skip_tls_verification: opts.insecure_skip_tls_verification,
         authfile: opts.authfile.clone(),
         creds: opts.creds.clone(),
+        cert_dir: opts.cert_dir.clone(),
     };
     let source = source::open(&iref, &source_opts).map_err(source_err)?;
 

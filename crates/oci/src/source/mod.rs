@@ -11,6 +11,7 @@
 
 pub mod local;
 pub mod skopeo;
+mod skopeo_msg;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -83,6 +84,8 @@ pub struct SourceOptions {
     pub authfile: Option<PathBuf>,
     /// `USER`, `PASSWORD` for the reference's registry.
     pub creds: Option<(String, String)>,
+    /// skopeo's `--cert-dir`.
+    pub cert_dir: Option<PathBuf>,
 }
 
 /// One blob to fetch.

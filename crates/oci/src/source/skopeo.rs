@@ -60,6 +60,7 @@ pub struct Skopeo {
     iref: ImageRef,
     tls_verify: bool,
     authfile: Option<PathBuf>,
+    cert_dir: Option<PathBuf>,
     /// Kept for as long as skopeo may read it.
     _temp_auth: Option<TempAuth>,
 }
@@ -85,6 +86,7 @@ impl Skopeo {
             iref: iref.clone(),
             tls_verify: !opts.insecure_skip_tls_verification,
             authfile,
+            cert_dir: opts.cert_dir.clone(),
             _temp_auth: temp_auth,
         })
     }
@@ -110,6 +112,9 @@ impl Skopeo {
         if let Some(a) = &self.authfile {
             c.arg("--authfile").arg(a);
         }
+        if let Some(d) = &self.cert_dir {
+            c.arg("--cert-dir").arg(d);
+        }
         c.arg(image);
         c.kill_on_drop(true);
         let out = c.output().await.map_err(|e| {
@@ -118,16 +123,11 @@ impl Skopeo {
             ))
         })?;
         if !out.status.success() {
-            let msg = String::from_utf8_lossy(&out.stderr);
-            let msg = msg.trim();
-            let msg = msg
-                .strip_prefix("time=")
-                .and_then(|m| m.split_once("msg=\"").map(|(_, r)| r.trim_end_matches('"')))
-                .unwrap_or(msg);
+            let msg = super::skopeo_msg::message(&String::from_utf8_lossy(&out.stderr));
             return Err(SourceError::Inspect(if msg.is_empty() {
                 format!("skopeo exited with {}", out.status)
             } else {
-                msg.to_owned()
+                msg
             }));
         }
         Ok(out.stdout)
@@ -136,6 +136,7 @@ impl Skopeo {
     fn proxy_config(&self, platform: Option<&Platform>) -> ImageProxyConfig {
         let mut cfg = ImageProxyConfig::default();
         cfg.authfile = self.authfile.clone();
+        cfg.certificate_directory = self.cert_dir.clone();
         if !self.tls_verify {
             cfg.insecure_skip_tls_verification = Some(true);
         }
