@@ -110,6 +110,16 @@ pub enum OciCommand {
         #[command(flatten)]
         rules: crate::image::Canonical,
     },
+    /// Write an image to an OCI layout (oci:DIR[:TAG], added to) or archive
+    /// (oci-archive:FILE[:TAG]): the config byte for byte (same image ID), the layers as the
+    /// stored tars or recompressed; prints the manifest digest.
+    Export(crate::oci_export::ExportArgs),
+    /// Push an image to a registry (docker://…) through skopeo; prints the pushed manifest
+    /// digest.
+    Push(crate::oci_export::PushArgs),
+    /// Copy an image from another cfs repository (objects hardlinked, reflinked or copied,
+    /// every one verified); prints the image ID.
+    Copy(crate::oci_export::CopyArgs),
 }
 
 /// The arguments of `oci pull`.
@@ -147,6 +157,14 @@ pub struct PullArgs {
     /// No progress output; print only the image ID.
     #[arg(short, long)]
     quiet: bool,
+    /// Refuse the pull (before anything is named) unless the image ID (config digest) is
+    /// this sha256:<hex>.
+    #[arg(long, value_name = "sha256:HEX")]
+    image_id: Option<String>,
+    /// always: pull; missing: use the image stored under the name without contacting the
+    /// source; newer: pull only if the source's manifest digest differs from the stored one.
+    #[arg(long, value_name = "always|missing|newer", default_value = "always")]
+    policy: cfs_oci::pull::PullPolicy,
 }
 
 /// Merges the image's layers into a tree and makes it the canonical tree `rules` describe.
@@ -305,7 +323,7 @@ impl Bars {
 }
 
 /// Reads a password: from the terminal without echo, else one line of stdin.
-fn read_password(user: &str) -> Result<String> {
+pub(crate) fn read_password(user: &str) -> Result<String> {
     let stdin = std::io::stdin();
     let mut line = String::new();
     if stdin.is_terminal() {
@@ -328,7 +346,7 @@ fn read_password(user: &str) -> Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
-fn human_size(n: u64) -> String {
+pub(crate) fn human_size(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -378,6 +396,8 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
         jobs,
         max_layer_size,
         quiet,
+        image_id,
+        policy,
     } = args;
     let name = name.as_deref();
     let platform = match platform {
@@ -401,6 +421,8 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
         platform,
         jobs,
         max_layer_size,
+        image_id,
+        policy,
     };
     let start = std::time::Instant::now();
     let bars = (!quiet && std::io::stderr().is_terminal()).then(Bars::new);
@@ -431,7 +453,12 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
     }
     let result = result?;
     let rebuilt = restore_image_ref(repo, &result.name)?;
-    if !quiet {
+    if result.up_to_date && !quiet {
+        eprintln!(
+            "{} is stored and up to date (--policy {policy:?}); nothing pulled",
+            result.name
+        );
+    } else if !quiet {
         let what = if result.artifact { "artifact" } else { "image" };
         let list = match (&result.list_digest, &result.platform) {
             (Some(l), Some(p)) => format!(" ({p} from list {})", short_digest(l)),
@@ -703,6 +730,9 @@ pub fn run(repo: &Arc<Repository>, cmd: OciCommand) -> Result<()> {
             let id = create_image(repo, &name, &rules)?;
             crate::mount::run(repo, &id.to_hex(), &mountpoint)?;
         }
+        OciCommand::Export(args) => crate::oci_export::run_export(repo, args)?,
+        OciCommand::Push(args) => crate::oci_export::run_push(repo, args)?,
+        OciCommand::Copy(args) => crate::oci_export::run_copy(repo, args)?,
         OciCommand::Dump { name, rules } => {
             let fs = tree(repo, &name, &rules)?;
             let mut out = std::io::stdout().lock();
