@@ -124,19 +124,25 @@ pub fn copy_image(
         image_id: img.id.clone(),
         ..CopyReport::default()
     };
-    // Every stream reachable from the root through the streams' named refs.
-    let mut todo = vec![(root.clone(), root_obj)];
+    // Every stream reachable from the root through the streams' named refs, each after the
+    // streams it names (post-order): registered in this order, a kill between two links never
+    // leaves a stream naming one that is not there.
+    let mut todo = vec![(root.clone(), root_obj, false)];
     let mut seen = HashSet::new();
     let mut streams: Vec<(String, ObjectId)> = Vec::new();
-    while let Some((cid, obj)) = todo.pop() {
+    while let Some((cid, obj, expanded)) = todo.pop() {
+        if expanded {
+            streams.push((cid, obj));
+            continue;
+        }
         if !seen.insert(cid.clone()) {
             continue;
         }
         let header = src.open_stream_object(&obj)?.header().clone();
+        todo.push((cid, obj, true));
         for r in &header.streams {
-            todo.push((r.content_id.clone(), r.object));
+            todo.push((r.content_id.clone(), r.object, false));
         }
-        streams.push((cid, obj));
     }
     for (cid, obj) in &streams {
         if expected_hex(cid).is_none() {
