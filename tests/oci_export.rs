@@ -779,3 +779,54 @@ fn pull_policies_missing_and_newer() {
     ));
     assert!(bad.contains("missing"), "{bad}");
 }
+
+/// An existing layout is not followed out of: `blobs/` as a symlink is refused, a blob that
+/// is a symlink is replaced (the file it points to is untouched), and `index.json` as a
+/// symlink is refused.
+#[test]
+fn export_does_not_follow_symlinks_in_an_existing_layout() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_l, reference, _) = small_image(&tmp.path().join("src"), "t", 71);
+    let repo = tmp.path().join("repo");
+    init(&repo);
+    ok(&cfsctl(&repo, &["oci", "pull", "-q", &reference, "img"]));
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+
+    let a = tmp.path().join("a");
+    std::fs::create_dir(&a).expect("mkdir");
+    std::os::unix::fs::symlink(&elsewhere, a.join("blobs")).expect("symlink");
+    let e = err(&cfsctl(
+        &repo,
+        &["oci", "export", "img", &format!("oci:{}:t", a.display())],
+    ));
+    assert!(e.contains("symlink"), "{e}");
+    assert_eq!(std::fs::read_dir(&elsewhere).expect("ls").count(), 0);
+
+    // A first export, then its config blob replaced by a symlink to a victim file.
+    let b = tmp.path().join("b");
+    let dest = format!("oci:{}:t", b.display());
+    ok(&cfsctl(&repo, &["oci", "export", "img", &dest]));
+    let config = sha256(&common::skopeo(&["inspect", "--config", "--raw", &dest]));
+    let blob = b.join("blobs/sha256").join(&config[7..]);
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, b"precious").expect("victim");
+    std::fs::remove_file(&blob).expect("rm");
+    std::os::unix::fs::symlink(&victim, &blob).expect("symlink");
+    ok(&cfsctl(
+        &repo,
+        &["oci", "export", "img", &format!("oci:{}:u", b.display())],
+    ));
+    assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
+    assert!(std::fs::symlink_metadata(&blob).expect("blob").is_file());
+    assert_eq!(file_sha256(&blob), config);
+
+    std::fs::rename(b.join("index.json"), tmp.path().join("index.json")).expect("mv");
+    std::os::unix::fs::symlink(tmp.path().join("index.json"), b.join("index.json"))
+        .expect("symlink");
+    let e = err(&cfsctl(
+        &repo,
+        &["oci", "export", "img", &format!("oci:{}:v", b.display())],
+    ));
+    assert!(e.contains("index.json") && e.contains("symlink"), "{e}");
+}

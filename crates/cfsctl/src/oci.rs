@@ -455,8 +455,9 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
     let rebuilt = restore_image_ref(repo, &result.name)?;
     if result.up_to_date && !quiet {
         eprintln!(
-            "{} is stored and up to date (--policy {policy:?}); nothing pulled",
-            result.name
+            "{} is stored and up to date (--policy {}); nothing pulled",
+            result.name,
+            format!("{policy:?}").to_lowercase()
         );
     } else if !quiet {
         let what = if result.artifact { "artifact" } else { "image" };
