@@ -86,7 +86,7 @@ impl super::Sink for ArchiveSink {
         Ok(())
     }
 
-    fn put_new(&mut self, what: &str, fill: &mut Fill<'_>) -> Result<Blob, ExportError> {
+    fn put_new(&mut self, what: &str, fill: &mut Fill<'_>) -> Result<(Blob, bool), ExportError> {
         let spool = tempfile::tempfile_in(&self.dir).map_err(io_std(&self.dir))?;
         let mut w = Hashing::new(BufWriter::with_capacity(1 << 20, spool));
         fill(&mut w)?;
@@ -99,7 +99,7 @@ impl super::Sink for ArchiveSink {
             .into_inner()
             .map_err(|e| io_std(&self.dir)(e.into_error()))?;
         if self.written.contains(&blob.hex) {
-            return Ok(blob);
+            return Ok((blob, true));
         }
         spool.seek(SeekFrom::Start(0)).map_err(io_std(&self.dir))?;
         self.header(&format!("blobs/sha256/{}", blob.hex), blob.size, false)?;
@@ -114,7 +114,7 @@ impl super::Sink for ArchiveSink {
         }
         self.pad(blob.size)?;
         self.written.insert(blob.hex.clone());
-        Ok(blob)
+        Ok((blob, false))
     }
 }
 

@@ -142,6 +142,7 @@ impl LayoutSink {
             let entry = entry.map_err(io_at(&self.path))?;
             let name = entry.file_name().to_bytes();
             if name.starts_with(TMP_PREFIX.as_bytes()) {
+                // Best effort: a leftover that cannot be removed is never named, only wasted.
                 let _ = rustix::fs::unlinkat(&self.blobs, entry.file_name(), AtFlags::empty());
             }
         }
@@ -168,15 +169,16 @@ impl Sink for LayoutSink {
         self.rename(&tmp, &blob.hex)
     }
 
-    fn put_new(&mut self, _what: &str, fill: &mut Fill<'_>) -> Result<Blob, ExportError> {
+    fn put_new(&mut self, _what: &str, fill: &mut Fill<'_>) -> Result<(Blob, bool), ExportError> {
         let (tmp, hex, size) = self.write_tmp(fill)?;
         let blob = Blob { hex, size };
-        if self.has(&blob)? {
+        let existed = self.has(&blob)?;
+        if existed {
             let _ = rustix::fs::unlinkat(&self.blobs, tmp.as_str(), AtFlags::empty());
         } else {
             self.rename(&tmp, &blob.hex)?;
         }
-        Ok(blob)
+        Ok((blob, existed))
     }
 }
 

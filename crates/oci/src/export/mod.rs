@@ -164,8 +164,9 @@ pub(crate) trait Sink {
     fn has(&mut self, blob: &Blob) -> Result<bool, ExportError>;
     /// Writes a blob whose digest and size are known; the sink checks both.
     fn put(&mut self, blob: &Blob, what: &str, fill: &mut Fill<'_>) -> Result<(), ExportError>;
-    /// Writes a blob whose digest is known only once written (a recompressed layer).
-    fn put_new(&mut self, what: &str, fill: &mut Fill<'_>) -> Result<Blob, ExportError>;
+    /// Writes a blob whose digest is known only once written (a recompressed layer); the
+    /// flag says whether it was already there (and so was not written again).
+    fn put_new(&mut self, what: &str, fill: &mut Fill<'_>) -> Result<(Blob, bool), ExportError>;
 }
 
 /// A writer that hashes (sha256) and counts what passes through.
@@ -361,11 +362,15 @@ fn image_blobs(
                 diff
             }
             Compress::Gzip | Compress::Zstd => {
-                let blob = sink.put_new(&what, &mut |w| {
+                let (blob, existed) = sink.put_new(&what, &mut |w| {
                     compressed(repo, &layer.content_id, &diff, &what, compress, w)
                 })?;
-                stats.written += 1;
-                stats.bytes += blob.size;
+                if existed {
+                    stats.existing += 1;
+                } else {
+                    stats.written += 1;
+                    stats.bytes += blob.size;
+                }
                 blob
             }
         };
@@ -412,7 +417,11 @@ fn image_blobs(
         })).collect::<Vec<_>>(),
     });
     if let Some(a) = annotations.filter(|a| !a.is_empty()) {
-        m["annotations"] = serde_json::to_value(a).unwrap_or_default();
+        m["annotations"] = serde_json::Value::Object(
+            a.into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect(),
+        );
     }
     let raw = serde_json::to_vec(&m).map_err(|e| {
         bad(ManifestError::Parse {
