@@ -5,7 +5,6 @@ mod generate;
 mod image;
 mod mount;
 mod oci;
-mod oci_export;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -15,6 +15,8 @@ use cfs_repository::Repository;
 use clap::{ArgAction, Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+mod export;
+
 /// OCI subcommands.
 #[derive(Subcommand, Debug)]
 pub enum OciCommand {
@@ -113,13 +115,13 @@ pub enum OciCommand {
     /// Write an image to an OCI layout (oci:DIR[:TAG], added to) or archive
     /// (oci-archive:FILE[:TAG]): the config byte for byte (same image ID), the layers as the
     /// stored tars or recompressed; prints the manifest digest.
-    Export(crate::oci_export::ExportArgs),
+    Export(export::ExportArgs),
     /// Push an image to a registry (docker://…) through skopeo; prints the pushed manifest
     /// digest.
-    Push(crate::oci_export::PushArgs),
+    Push(export::PushArgs),
     /// Copy an image from another cfs repository (objects hardlinked, reflinked or copied,
     /// every one verified); prints the image ID.
-    Copy(crate::oci_export::CopyArgs),
+    Copy(export::CopyArgs),
 }
 
 /// The arguments of `oci pull`.
@@ -731,9 +733,9 @@ pub fn run(repo: &Arc<Repository>, cmd: OciCommand) -> Result<()> {
             let id = create_image(repo, &name, &rules)?;
             crate::mount::run(repo, &id.to_hex(), &mountpoint)?;
         }
-        OciCommand::Export(args) => crate::oci_export::run_export(repo, args)?,
-        OciCommand::Push(args) => crate::oci_export::run_push(repo, args)?,
-        OciCommand::Copy(args) => crate::oci_export::run_copy(repo, args)?,
+        OciCommand::Export(args) => export::run_export(repo, args)?,
+        OciCommand::Push(args) => export::run_push(repo, args)?,
+        OciCommand::Copy(args) => export::run_copy(repo, args)?,
         OciCommand::Dump { name, rules } => {
             let fs = tree(repo, &name, &rules)?;
             let mut out = std::io::stdout().lock();

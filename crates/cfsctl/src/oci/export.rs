@@ -1,4 +1,4 @@
-//! `cfsctl oci export|push|copy`: getting images out of the repository (OCI layouts and
+//! `cfsctl oci export|push|copy` (a submodule of `oci`, whose helpers it uses): getting images out of the repository (OCI layouts and
 //! archives, registries through skopeo) and across from another cfs repository.
 
 use std::path::PathBuf;
@@ -77,7 +77,7 @@ pub fn run_export(repo: &Repository, args: ExportArgs) -> Result<()> {
         args.name,
         args.dest,
         blobs(r.written),
-        crate::oci::human_size(r.bytes),
+        super::human_size(r.bytes),
         r.existing,
         if r.manifest_kept {
             "kept byte for byte"
@@ -103,7 +103,7 @@ pub fn run_push(repo: &Repository, args: PushArgs) -> Result<()> {
         Some(c) => Some(match c.split_once(':') {
             Some((u, p)) => (u.to_owned(), p.to_owned()),
             None => {
-                let p = crate::oci::read_password(&c)?;
+                let p = super::read_password(&c)?;
                 (c, p)
             }
         }),
