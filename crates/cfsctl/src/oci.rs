@@ -15,6 +15,8 @@ use cfs_repository::Repository;
 use clap::{ArgAction, Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+mod export;
+
 use crate::image::oci_tree as tree;
 
 /// OCI subcommands.
@@ -125,6 +127,16 @@ pub enum OciCommand {
         #[command(flatten)]
         rules: crate::image::Canonical,
     },
+    /// Write an image to an OCI layout (oci:DIR[:TAG], added to) or archive
+    /// (oci-archive:FILE[:TAG]): the config byte for byte (same image ID), the layers as the
+    /// stored tars or recompressed; prints the manifest digest.
+    Export(export::ExportArgs),
+    /// Push an image to a registry (docker://…) through skopeo; prints the pushed manifest
+    /// digest.
+    Push(export::PushArgs),
+    /// Copy an image from another cfs repository (objects hardlinked, reflinked or copied,
+    /// every one verified); prints the image ID.
+    Copy(export::CopyArgs),
 }
 
 /// The arguments of `oci pull`.
@@ -172,6 +184,14 @@ pub struct PullArgs {
     /// Print the result as JSON (name, image_id, manifest_digest, …) instead of the image ID.
     #[arg(long)]
     json: bool,
+    /// Refuse the pull (before anything is named) unless the image ID (config digest) is
+    /// this sha256:<hex>.
+    #[arg(long, value_name = "sha256:HEX")]
+    image_id: Option<String>,
+    /// always: pull; missing: use the image stored under the name without contacting the
+    /// source; newer: pull only if the source's manifest digest differs from the stored one.
+    #[arg(long, value_name = "always|missing|newer", default_value = "always")]
+    policy: cfs_oci::pull::PullPolicy,
 }
 
 /// Stores the composefs image of `name`'s layers and sets the image ref `oci/NAME`.
@@ -313,7 +333,7 @@ impl Bars {
 }
 
 /// Reads a password: from the terminal without echo, else one line of stdin.
-fn read_password(user: &str) -> Result<String> {
+pub(crate) fn read_password(user: &str) -> Result<String> {
     let stdin = std::io::stdin();
     let mut line = String::new();
     if stdin.is_terminal() {
@@ -336,7 +356,7 @@ fn read_password(user: &str) -> Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
-fn human_size(n: u64) -> String {
+pub(crate) fn human_size(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -389,6 +409,8 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
         quiet,
         progress_fd,
         json,
+        image_id,
+        policy,
     } = args;
     let name = name.as_deref();
     let mut progress = progress_fd
@@ -419,6 +441,8 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
         platform,
         jobs,
         max_layer_size,
+        image_id,
+        policy,
     };
     let start = std::time::Instant::now();
     let bars = (!quiet && std::io::stderr().is_terminal()).then(Bars::new);
@@ -472,7 +496,13 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
             short_digest(old)
         );
     }
-    if !quiet {
+    if result.up_to_date && !quiet {
+        eprintln!(
+            "{} is stored and up to date (--policy {}); nothing pulled",
+            result.name,
+            format!("{policy:?}").to_lowercase()
+        );
+    } else if !quiet {
         let what = if result.artifact { "artifact" } else { "image" };
         let list = match (&result.list_digest, &result.platform) {
             (Some(l), Some(p)) => format!(" ({p} from list {})", short_digest(l)),
@@ -787,6 +817,9 @@ pub fn run(repo: &Arc<Repository>, cmd: OciCommand) -> Result<()> {
         }
         OciCommand::ComputeKarg { name } => crate::boot::oci_compute_karg(repo, &name)?,
         OciCommand::PrepareBoot(args) => crate::boot::prepare_boot(repo, &args)?,
+        OciCommand::Export(args) => export::run_export(repo, args)?,
+        OciCommand::Push(args) => export::run_push(repo, args)?,
+        OciCommand::Copy(args) => export::run_copy(repo, args)?,
         OciCommand::Dump { name, rules } => {
             let fs = tree(repo, &name, &rules)?;
             let mut out = std::io::stdout().lock();

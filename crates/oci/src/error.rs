@@ -174,4 +174,16 @@ pub enum PullError {
         #[source]
         source: io::Error,
     },
+    /// `--image-id` was given and the image's config digest is another (nothing was named).
+    #[error(
+        "{image}: the image ID is {actual}, not the {expected} asked for (--image-id); refused"
+    )]
+    ImageId {
+        /// The image.
+        image: String,
+        /// What `--image-id` asked for.
+        expected: String,
+        /// The config digest (artifacts: the manifest digest) of what the source offers.
+        actual: String,
+    },
 }

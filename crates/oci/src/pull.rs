@@ -141,6 +141,37 @@ pub struct PullOptions {
     /// Largest uncompressed size a layer may have; `None`: [`DEFAULT_MAX_LAYER_SIZE`]. A layer
     /// that decompresses to more (a decompression bomb) fails the pull before filling the disk.
     pub max_layer_size: Option<u64>,
+    /// Refuse the pull, before anything is named, unless the image ID (the config digest;
+    /// artifacts: the manifest digest) is this `sha256:<hex>`.
+    pub image_id: Option<String>,
+    /// When to contact the source at all (podman's `--pull`).
+    pub policy: PullPolicy,
+}
+
+/// When a pull contacts the source, as podman's `--pull`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Always pull (blobs already stored are not fetched again).
+    #[default]
+    Always,
+    /// Use the image stored under the name if it is readable (and is `image_id`, if given);
+    /// the source is not contacted at all.
+    Missing,
+    /// Read the source's manifest; pull only if its digest differs from the stored image's
+    /// manifest (or manifest list) digest.
+    Newer,
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(Self::Always),
+            "missing" => Ok(Self::Missing),
+            "newer" => Ok(Self::Newer),
+            _ => Err(format!("{s:?}: expected always, missing or newer")),
+        }
+    }
 }
 
 /// The default bound on a layer's uncompressed size: 64 GiB, far more than any real layer.
@@ -174,6 +205,8 @@ pub struct PullResult {
     /// The image ID the name pointed at before, when this pull moved the name to another
     /// image (that image stays stored, unnamed, until gc or `oci rm`).
     pub moved_from: Option<String>,
+    /// The policy (`missing`, `newer`) found the stored image good: nothing was pulled.
+    pub up_to_date: bool,
 }
 
 fn sha256_of(data: &[u8]) -> String {
@@ -227,6 +260,15 @@ pub async fn pull(
         creds: opts.creds.clone(),
         cert_dir: opts.cert_dir.clone(),
     };
+    let wanted_id = match &opts.image_id {
+        Some(id) => Some(normalize_id(id).map_err(r.manifest_err())?),
+        None => None,
+    };
+    if opts.policy == PullPolicy::Missing
+        && let Some(done) = stored_result(&repo, &name, None, wanted_id.as_deref())
+    {
+        return Ok(done);
+    }
     let source = source::open(&iref, &source_opts).map_err(source_err)?;
 
     events.message(&format!("resolving {image}"));
@@ -242,6 +284,11 @@ pub async fn pull(
                 actual: top_hex,
             });
         }
+    }
+    if opts.policy == PullPolicy::Newer
+        && let Some(done) = stored_result(&repo, &name, Some(&top_hex), wanted_id.as_deref())
+    {
+        return Ok(done);
     }
     let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
     let (list, instance_hex, instance_raw, platform) =
@@ -280,6 +327,7 @@ pub async fn pull(
     };
     if let Some(raw) = stored_manifest {
         let m = parse_manifest(&raw).map_err(r.manifest_err())?;
+        check_image_id(&image, &m, &instance_hex, wanted_id.as_deref())?;
         let instance = Instance {
             hex: instance_hex.clone(),
             raw,
@@ -317,6 +365,7 @@ pub async fn pull(
         raw,
     };
     let m = parse_manifest(&instance.raw).map_err(r.manifest_err())?;
+    check_image_id(&image, &m, &instance.hex, wanted_id.as_deref())?;
     let base = result_base(&name, &instance, list.as_ref(), platform.clone());
     // The manifest may lead to an image whose config is already stored.
     if let Some(done) = finish_if_stored(&r, &name, &m, &instance, list.as_ref())? {
@@ -406,7 +455,85 @@ fn result_base(
         fetched_bytes: 0,
         reused: 0,
         moved_from: None,
+        up_to_date: false,
     }
+}
+
+/// `sha256:<hex>` from `sha256:<hex>` or `<hex>` (an `--image-id`).
+fn normalize_id(id: &str) -> Result<String, manifest::ManifestError> {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    Ok(format!("sha256:{}", sha256_hex(&format!("sha256:{hex}"))?))
+}
+
+/// Refuses an image whose ID is not `wanted` (checked before anything is fetched or named).
+fn check_image_id(
+    image: &str,
+    m: &oci_spec::image::ImageManifest,
+    instance_hex: &str,
+    wanted: Option<&str>,
+) -> Result<(), PullError> {
+    let Some(wanted) = wanted else {
+        return Ok(());
+    };
+    let actual = if is_container_image(m) {
+        m.config().digest().to_string()
+    } else {
+        format!("sha256:{instance_hex}")
+    };
+    if actual != wanted {
+        return Err(PullError::ImageId {
+            image: image.to_owned(),
+            expected: wanted.to_owned(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// The image stored under `name`, as a pull result, if it can be read, is `wanted` (if
+/// given) and, with `top_hex`, was pulled with that manifest or manifest list. An image that
+/// cannot be read counts as absent (the pull then heals it).
+fn stored_result(
+    repo: &Repository,
+    name: &str,
+    top_hex: Option<&str>,
+    wanted: Option<&str>,
+) -> Option<PullResult> {
+    let cid = repo.stream_ref(name).ok()??;
+    let img = crate::store::open(repo, &cid).ok()?;
+    if wanted.is_some_and(|w| w != img.id) {
+        return None;
+    }
+    let list_hex = repo
+        .open_stream(&cid)
+        .ok()?
+        .header()
+        .stream_ref(INDEX_REF)
+        .and_then(|r| r.content_id.rsplit(':').next().map(str::to_owned));
+    let manifest_hex = img
+        .manifest_digest
+        .as_deref()
+        .map(|d| d.trim_start_matches("sha256:").to_owned());
+    if let Some(top) = top_hex
+        && manifest_hex.as_deref() != Some(top)
+        && list_hex.as_deref() != Some(top)
+    {
+        return None;
+    }
+    Some(PullResult {
+        name: name.to_owned(),
+        content_id: cid,
+        image_id: img.id,
+        manifest_digest: img.manifest_digest.unwrap_or_default(),
+        list_digest: list_hex.map(|h| format!("sha256:{h}")),
+        platform: None,
+        artifact: img.kind == crate::store::Kind::Artifact,
+        fetched: 0,
+        fetched_bytes: 0,
+        reused: img.layers.len(),
+        moved_from: None,
+        up_to_date: true,
+    })
 }
 
 fn finished(base: PullResult, r: Registered) -> PullResult {

@@ -30,5 +30,5 @@ pub use links::RefEntry;
 pub use lock::LockMode;
 pub use pool::{ObjectPool, ObjectStream, Pending};
 pub use repair::RepairReport;
-pub use repository::{InitVerity, Meta, ObjectWriter, Repository, VerityMode};
+pub use repository::{Imported, InitVerity, Meta, ObjectWriter, Repository, VerityMode};
 pub use splitstream::{Chunk, SplitStreamHeader, SplitStreamReader, SplitStreamWriter, StreamRef};

@@ -34,8 +34,10 @@ use crate::layout::{self, LAYOUT_DIRS, OpenFileError};
 use crate::lock::{LockMode, RepoLock};
 use crate::meta::read_meta;
 pub use crate::meta::{ErofsFormats, FORMAT_VERSION, Features, InitVerity, Meta, VerityMode};
+pub use import::Imported;
 pub use object_writer::ObjectWriter;
 
+mod import;
 mod object_writer;
 
 /// Directories under one of the repository's [`Dir`]s (`""` is the `Dir` itself) whose entries

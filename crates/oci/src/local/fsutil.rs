@@ -155,7 +155,7 @@ fn open_regular_at(
 
 /// Opens the directory `rel` beneath `dirfd` following no symlink: `ELOOP`/`EXDEV` for a
 /// symlink on the way, `ENOTDIR` for a non-directory.
-fn open_dir_beneath(dirfd: BorrowedFd<'_>, rel: &str) -> rustix::io::Result<OwnedFd> {
+pub(crate) fn open_dir_beneath(dirfd: BorrowedFd<'_>, rel: &str) -> rustix::io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     if rel
         .split('/')

@@ -15,8 +15,8 @@
 
 mod archive;
 mod dir;
-mod fsutil;
-mod index;
+pub(crate) mod fsutil;
+pub(crate) mod index;
 mod layout;
 #[cfg(test)]
 mod tests;

@@ -22,7 +22,7 @@ use crate::manifest::Platform;
 use crate::reference::{ImageRef, Transport};
 
 /// A private temporary auth file for `--creds`, removed on drop.
-struct TempAuth(PathBuf);
+pub(crate) struct TempAuth(pub(crate) PathBuf);
 
 impl Drop for TempAuth {
     fn drop(&mut self) {
@@ -30,7 +30,12 @@ impl Drop for TempAuth {
     }
 }
 
-fn write_temp_auth(registry: &str, user: &str, pass: &str) -> Result<TempAuth, SourceError> {
+/// Writes `USER:PASS` for `registry` into a new private (0600) auth file.
+pub(crate) fn write_temp_auth(
+    registry: &str,
+    user: &str,
+    pass: &str,
+) -> Result<TempAuth, SourceError> {
     use std::os::unix::fs::OpenOptionsExt;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
