@@ -111,7 +111,7 @@ fn export_layout_is_the_stored_image_and_skopeo_reads_it() {
         return;
     };
     let inspect = json(ok(&cfsctl(&repo, &["oci", "inspect", "small"])).as_bytes());
-    let image_id = inspect["id"].as_str().expect("id").to_owned();
+    let image_id = inspect["image_id"].as_str().expect("id").to_owned();
     let layout = tmp.path().join("out");
     let dest = format!("oci:{}:small", layout.display());
     ok(&cfsctl(&repo, &["oci", "export", "small", &dest]));
@@ -196,7 +196,7 @@ fn export_recompressed_and_archives_pull_back_to_the_same_ids() {
         return;
     };
     let inspect = json(ok(&cfsctl(&repo, &["oci", "inspect", "small"])).as_bytes());
-    let image_id = inspect["id"]
+    let image_id = inspect["image_id"]
         .as_str()
         .expect("oci_export test step")
         .to_owned();
@@ -414,7 +414,7 @@ fn push_to_a_registry_and_pull_back() {
         return;
     };
     let inspect = json(ok(&cfsctl(&repo, &["oci", "inspect", "small"])).as_bytes());
-    let image_id = inspect["id"]
+    let image_id = inspect["image_id"]
         .as_str()
         .expect("oci_export test step")
         .to_owned();
