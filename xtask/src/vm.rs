@@ -164,32 +164,16 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     // Boot.
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg", "-smp", "1", "-cpu", "max", "-m", "1G"])
-        .args([
-            "-nographic",
-            "-no-reboot",
-            "-monitor",
-            "none",
-            "-serial",
-            "stdio",
-        ])
-        .arg("-kernel")
-        .arg(&kernel.vmlinux)
-        .arg("-initrd")
-        .arg(&initramfs)
-        .args(["-append", "console=ttyS0 mitigations=off panic=-1"])
-        .arg("-drive")
-        .arg(format!(
-            "file={},format=raw,if=virtio,cache=unsafe",
-            disk.display()
-        ));
+    let mut drives = vec![(disk.as_path(), false)];
     if oci {
-        qemu.arg("-drive").arg(format!(
-            "file={},format=raw,if=virtio,readonly=on",
-            oci_disk.display()
-        ));
+        drives.push((oci_disk.as_path(), true));
     }
+    let mut qemu = qemu_command(
+        &kernel.vmlinux,
+        &initramfs,
+        "console=ttyS0 mitigations=off panic=-1",
+        &drives,
+    );
     let prepared = started.elapsed();
     eprintln!(
         "vm-test: prepared in {:.1}s; booting {}",
@@ -590,16 +574,7 @@ fn make_oci_layout(root: &Path) -> Result<()> {
             fs::create_dir_all(p.parent().context("parent")?)?;
             fs::write(p, data)?;
         }
-        let tar = command_output(Command::new("tar").arg("-C").arg(&dir).args([
-            "--sort=name",
-            "--numeric-owner",
-            "--owner=0",
-            "--group=0",
-            "--mtime=@1700000000",
-            "-cf",
-            "-",
-            ".",
-        ]))?;
+        let tar = reproducible_tar(&dir)?;
         layers.push(put(&tar)?);
         fs::remove_dir_all(&dir)?;
     }
@@ -642,6 +617,55 @@ fn make_oci_layout(root: &Path) -> Result<()> {
     let diff_ids: String = layers.iter().map(|h| format!("sha256:{h}\n")).collect();
     fs::write(root.join("diff_ids"), diff_ids)?;
     Ok(())
+}
+
+/// QEMU as every guest of the VM tests runs: TCG, one vCPU, 1 GiB, the serial console on
+/// stdout, `kernel` (an ELF vmlinux, booted through PVH) with `initrd` and `append`; `drives`
+/// are virtio disks in order (`vda`, `vdb`), read-only where marked.
+pub(crate) fn qemu_command(
+    kernel: &Path,
+    initrd: &Path,
+    append: &str,
+    drives: &[(&Path, bool)],
+) -> Command {
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg", "-smp", "1", "-cpu", "max", "-m", "1G"])
+        .args([
+            "-nographic",
+            "-no-reboot",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(append);
+    for (disk, readonly) in drives {
+        let mut spec = format!("file={},format=raw,if=virtio,cache=unsafe", disk.display());
+        if *readonly {
+            spec.push_str(",readonly=on");
+        }
+        qemu.arg("-drive").arg(spec);
+    }
+    qemu
+}
+
+/// A GNU tar of `dir`'s contents that depends only on them: sorted, owned by 0:0, one mtime.
+pub(crate) fn reproducible_tar(dir: &Path) -> Result<Vec<u8>> {
+    command_output(Command::new("tar").arg("-C").arg(dir).args([
+        "--sort=name",
+        "--numeric-owner",
+        "--owner=0",
+        "--group=0",
+        "--mtime=@1700000000",
+        "-cf",
+        "-",
+        ".",
+    ]))
 }
 
 /// What happened during a boot.

@@ -18,8 +18,8 @@ use anyhow::{Context, Result, ensure};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{Cpio, Kernel, add_program, boot_guest, read};
-use crate::{command_output, run_command};
+use super::{Cpio, Kernel, add_program, boot_guest, read, reproducible_tar};
+use crate::run_command;
 
 /// The tag of the image in the layout.
 pub(crate) const TAG: &str = "boot";
@@ -161,16 +161,7 @@ fn put_file(blobs: &Path, file: &Path) -> Result<(String, u64)> {
 
 /// A GNU tar of `dir` (sorted, numeric root ownership, fixed mtimes) as a blob.
 fn put_tar(blobs: &Path, dir: &Path) -> Result<(String, u64)> {
-    let tar = command_output(Command::new("tar").arg("-C").arg(dir).args([
-        "--sort=name",
-        "--numeric-owner",
-        "--owner=0",
-        "--group=0",
-        "--mtime=@1700000000",
-        "-cf",
-        "-",
-        ".",
-    ]))?;
+    let tar = reproducible_tar(dir)?;
     let hex = hex::encode(Sha256::digest(&tar));
     fs::write(blobs.join(&hex), &tar)?;
     Ok((hex, tar.len() as u64))

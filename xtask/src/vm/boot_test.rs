@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Args, Cpio, Kernel, Outcome, add_program, boot, boot_fixture, boot_guest, extract_vmlinux,
-    make_ext4, read,
+    make_ext4, qemu_command, read,
 };
 use crate::{command_output, find_program, peers, run_command, vm_guest};
 
@@ -140,18 +140,17 @@ pub(crate) fn run(
     let disks = vec![(root_disk.as_path(), false), (oci_disk.as_path(), true)];
     let base_append = "console=ttyS0 mitigations=off panic=-1";
 
+    // A guest of the vm-test initramfs running one step of boot_guest::MAINTENANCE.
+    let maintenance_step = |name: &'static str, extra: &str| Guest {
+        name,
+        kernel: &kernel.vmlinux,
+        initrd: &maintenance,
+        append: format!("{base_append} cfstest.step={name}{extra}"),
+        drives: disks.clone(),
+    };
+
     // 2. Install.
-    let out = run_guest(
-        args,
-        &work,
-        Guest {
-            name: "install",
-            kernel: &kernel.vmlinux,
-            initrd: &maintenance,
-            append: format!("{base_append} cfstest.step=install"),
-            drives: disks.clone(),
-        },
-    )?;
+    let out = run_guest(args, &work, maintenance_step("install", ""))?;
     report.guest(&out);
     let karg = out
         .console
@@ -231,17 +230,7 @@ pub(crate) fn run(
     )?;
     refused(&mut report, "unknown-digest", &out, &unknown);
 
-    let out = run_guest(
-        args,
-        &work,
-        Guest {
-            name: "tamper-object",
-            kernel: &kernel.vmlinux,
-            initrd: &maintenance,
-            append: format!("{base_append} cfstest.step=tamper-object"),
-            drives: disks.clone(),
-        },
-    )?;
+    let out = run_guest(args, &work, maintenance_step("tamper-object", ""))?;
     report.guest(&out);
     let out = run_guest(
         args,
@@ -259,13 +248,7 @@ pub(crate) fn run(
     let out = run_guest(
         args,
         &work,
-        Guest {
-            name: "tamper-image",
-            kernel: &kernel.vmlinux,
-            initrd: &maintenance,
-            append: format!("{base_append} cfstest.step=tamper-image cfstest.id={hex}"),
-            drives: disks.clone(),
-        },
+        maintenance_step("tamper-image", &format!(" cfstest.id={hex}")),
     )?;
     report.guest(&out);
     let out = run_guest(
@@ -325,29 +308,7 @@ fn refused(report: &mut Report, name: &str, out: &Outcome, digest: &str) {
 
 fn run_guest(args: &Args, work: &Path, guest: Guest<'_>) -> Result<Outcome> {
     eprintln!("vm-test --boot: guest {}: {}", guest.name, guest.append);
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg", "-smp", "1", "-cpu", "max", "-m", "1G"])
-        .args([
-            "-nographic",
-            "-no-reboot",
-            "-monitor",
-            "none",
-            "-serial",
-            "stdio",
-        ])
-        .arg("-kernel")
-        .arg(guest.kernel)
-        .arg("-initrd")
-        .arg(guest.initrd)
-        .arg("-append")
-        .arg(&guest.append);
-    for (disk, readonly) in &guest.drives {
-        let mut spec = format!("file={},format=raw,if=virtio,cache=unsafe", disk.display());
-        if *readonly {
-            spec.push_str(",readonly=on");
-        }
-        qemu.arg("-drive").arg(spec);
-    }
+    let mut qemu = qemu_command(guest.kernel, guest.initrd, &guest.append, &guest.drives);
     let out = boot(&mut qemu, Duration::from_secs(args.timeout), args.verbose)?;
     let log = work.join(format!("{}.console.log", guest.name));
     fs::write(&log, &out.console)?;
