@@ -28,6 +28,9 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("busybox", "busybox-static"),
     ("debugfs", "e2fsprogs"),
     ("strip", "binutils"),
+    // tests/registry_errors.rs: a self-signed certificate and a bcrypt htpasswd line.
+    ("openssl", "openssl"),
+    ("python3", "python3"),
 ];
 
 /// Arguments of `cargo xtask ci`.
