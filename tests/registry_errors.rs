@@ -126,6 +126,50 @@ fn registry_failures_read_as_skopeo_says_them() {
         assert!(!err.contains("\\\""), "{what}: escaped quotes: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{what}: one line: {err}");
     }
+    // Push takes the same registry options: with them it lands (and pulls back to the same
+    // image ID); without --cert-dir it is refused by TLS.
+    let pushed = format!("{}:2", reg.reference("team/pushed"));
+    let out = cfsctl(
+        &repo,
+        &["oci", "push", "app", &pushed, "--creds", "alice:s3cret"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("x509"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(&cfsctl(
+        &repo,
+        &[
+            "oci",
+            "push",
+            "app",
+            &pushed,
+            "--creds",
+            "alice:s3cret",
+            "--cert-dir",
+            certs_s,
+        ],
+    ));
+    let back = tmp.path().join("back");
+    ok(&cfsctl(&back, &["init", "--insecure"]));
+    let again = ok(&cfsctl(
+        &back,
+        &[
+            "oci",
+            "pull",
+            "-q",
+            "--creds",
+            "alice:s3cret",
+            "--cert-dir",
+            certs_s,
+            &pushed,
+            "app",
+        ],
+    ));
+    assert_eq!(again.trim(), img.config_digest);
+
     // Nothing but the one good pull was stored.
     let images = ok(&cfsctl(&repo, &["oci", "images"]));
     assert_eq!(images.lines().count(), 2, "{images}");

@@ -140,6 +140,41 @@ pub enum OciCommand {
     Copy(export::CopyArgs),
 }
 
+/// How to reach a registry: the same options for `oci pull` and `oci push`, as skopeo's.
+#[derive(Args, Debug)]
+pub struct RegistryArgs {
+    /// Verify TLS certificates; --tls-verify=false allows plain-http registries.
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1,
+          default_value_t = true, default_missing_value = "true", require_equals = true)]
+    pub tls_verify: bool,
+    /// Registry credentials file [default as skopeo: $REGISTRY_AUTH_FILE, then
+    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
+    /// ~/.docker/config.json].
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Registry credentials; without :PASS the password is read from the terminal or stdin.
+    #[arg(long, value_name = "USER[:PASS]")]
+    creds: Option<String>,
+    /// Certificates for the registry (`*.crt` CAs, `*.cert`/`*.key` client pairs), as
+    /// skopeo's --cert-dir [default: the system's and /etc/containers/certs.d/HOST].
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// `--creds` as (user, password); the password read from the terminal or stdin when
+    /// `:PASS` is left out.
+    pub fn creds(&self) -> Result<Option<(String, String)>> {
+        let Some(c) = &self.creds else {
+            return Ok(None);
+        };
+        Ok(Some(match c.split_once(':') {
+            Some((u, p)) => (u.to_owned(), p.to_owned()),
+            None => (c.clone(), read_password(c)?),
+        }))
+    }
+}
+
 /// The arguments of `oci pull`.
 #[derive(Args, Debug)]
 pub struct PullArgs {
@@ -150,22 +185,8 @@ pub struct PullArgs {
     /// The local name [default: the reference's name and tag, e.g.
     /// docker.io/library/debian:12; for oci:DIR:TAG the tag; else the file name].
     name: Option<String>,
-    /// Verify TLS certificates; --tls-verify=false allows plain-http registries.
-    #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1,
-          default_value_t = true, default_missing_value = "true", require_equals = true)]
-    tls_verify: bool,
-    /// Registry credentials file [default as skopeo: $REGISTRY_AUTH_FILE, then
-    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
-    /// ~/.docker/config.json].
-    #[arg(long, value_name = "FILE")]
-    authfile: Option<PathBuf>,
-    /// Registry credentials; without :PASS the password is read from the terminal or stdin.
-    #[arg(long, value_name = "USER[:PASS]")]
-    creds: Option<String>,
-    /// Certificates for the registry (`*.crt` CAs, `*.cert`/`*.key` client pairs), as
-    /// skopeo's --cert-dir [default: the system's and /etc/containers/certs.d/HOST].
-    #[arg(long, value_name = "DIR")]
-    cert_dir: Option<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// The platform to pick from a manifest list [default: the host's].
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<String>,
@@ -400,10 +421,7 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
     let PullArgs {
         image,
         name,
-        tls_verify,
-        authfile,
-        creds,
-        cert_dir,
+        registry,
         platform,
         jobs,
         max_layer_size,
@@ -424,21 +442,11 @@ fn run_pull(repo: &Arc<Repository>, args: PullArgs) -> Result<()> {
         Some(p) => Some(p.parse::<Platform>()?),
         None => None,
     };
-    let creds = match creds {
-        Some(c) => Some(match c.split_once(':') {
-            Some((u, p)) => (u.to_owned(), p.to_owned()),
-            None => {
-                let p = read_password(&c)?;
-                (c, p)
-            }
-        }),
-        None => None,
-    };
     let opts = PullOptions {
-        insecure_skip_tls_verification: !tls_verify,
-        authfile,
-        creds,
-        cert_dir,
+        insecure_skip_tls_verification: !registry.tls_verify,
+        creds: registry.creds()?,
+        authfile: registry.authfile,
+        cert_dir: registry.cert_dir,
         platform,
         jobs,
         max_layer_size,

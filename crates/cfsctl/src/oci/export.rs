@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use cfs_oci::export::{self, Compress, push::PushOptions};
 use cfs_repository::Repository;
-use clap::{ArgAction, Args};
+use clap::Args;
 
 /// The arguments of `oci export`.
 #[derive(Args, Debug)]
@@ -32,16 +32,8 @@ pub struct PushArgs {
     name: String,
     /// docker://HOST/REPO[:TAG].
     dest: String,
-    /// Verify TLS certificates; --tls-verify=false allows plain-http registries.
-    #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1,
-          default_value_t = true, default_missing_value = "true", require_equals = true)]
-    tls_verify: bool,
-    /// Registry credentials file [default as skopeo].
-    #[arg(long, value_name = "FILE")]
-    authfile: Option<PathBuf>,
-    /// Registry credentials; without :PASS the password is read from the terminal or stdin.
-    #[arg(long, value_name = "USER[:PASS]")]
-    creds: Option<String>,
+    #[command(flatten)]
+    registry: super::RegistryArgs,
     /// Compress layers with this before skopeo reads them [default: none: skopeo gzips them].
     #[arg(long, value_name = "none|gzip|zstd", default_value = "none")]
     compress: Compress,
@@ -99,20 +91,11 @@ fn blobs(n: usize) -> String {
 
 /// `oci push`.
 pub fn run_push(repo: &Repository, args: PushArgs) -> Result<()> {
-    let creds = match args.creds {
-        Some(c) => Some(match c.split_once(':') {
-            Some((u, p)) => (u.to_owned(), p.to_owned()),
-            None => {
-                let p = super::read_password(&c)?;
-                (c, p)
-            }
-        }),
-        None => None,
-    };
     let opts = PushOptions {
-        insecure_skip_tls_verification: !args.tls_verify,
-        authfile: args.authfile,
-        creds,
+        insecure_skip_tls_verification: !args.registry.tls_verify,
+        creds: args.registry.creds()?,
+        authfile: args.registry.authfile,
+        cert_dir: args.registry.cert_dir,
         compress: args.compress,
         tmpdir: args.tmpdir,
     };

@@ -22,6 +22,8 @@ pub struct PushOptions {
     pub authfile: Option<PathBuf>,
     /// `USER`, `PASSWORD` (written to a private temporary auth file, never on a command line).
     pub creds: Option<(String, String)>,
+    /// Certificates for the registry (skopeo's `--dest-cert-dir`).
+    pub cert_dir: Option<PathBuf>,
     /// How cfs writes the layers into the temporary layout; `None` leaves them uncompressed,
     /// and skopeo then compresses them with gzip, as it does for every registry.
     pub compress: Compress,
@@ -93,6 +95,9 @@ pub fn push(
             c.arg("--dest-authfile").arg(a);
         }
         (None, None) => {}
+    }
+    if let Some(d) = &opts.cert_dir {
+        c.arg("--dest-cert-dir").arg(d);
     }
     c.arg("--digestfile").arg(&digest_file);
     let mut src = std::ffi::OsString::from("oci:");
