@@ -580,33 +580,72 @@ fn make_oci_layout(root: &Path) -> Result<()> {
     }
     fs::remove_dir_all(&src)?;
     fs::write(root.join("expect.sha256"), expect)?;
-    let config = serde_json::to_vec(&json!({
+    let sized: Vec<(String, u64)> = layers
+        .iter()
+        .map(|h| Ok((h.clone(), fs::metadata(blobs.join(h))?.len())))
+        .collect::<Result<_>>()?;
+    write_layout(&layout, &sized, "test", json!({}), None)?;
+    let diff_ids: String = layers.iter().map(|h| format!("sha256:{h}\n")).collect();
+    fs::write(root.join("diff_ids"), diff_ids)?;
+    Ok(())
+}
+
+/// Writes a JSON blob into `blobs`; its sha256 hex and size.
+fn put_json(blobs: &Path, value: &serde_json::Value) -> Result<(String, usize)> {
+    let bytes = serde_json::to_vec(value)?;
+    let hex = hex::encode(Sha256::digest(&bytes));
+    fs::write(blobs.join(&hex), &bytes)?;
+    Ok((hex, bytes.len()))
+}
+
+/// The rest of an OCI image layout whose uncompressed tar `layers` (sha256 hex, size) are in
+/// `layout/blobs/sha256`: an amd64 config (`config` as its `config` object, `created` if
+/// given), the manifest, `index.json` naming it `tag`, and `oci-layout`.
+pub(crate) fn write_layout(
+    layout: &Path,
+    layers: &[(String, u64)],
+    tag: &str,
+    config: serde_json::Value,
+    created: Option<&str>,
+) -> Result<()> {
+    let blobs = layout.join("blobs/sha256");
+    let diff_ids: Vec<String> = layers.iter().map(|(h, _)| format!("sha256:{h}")).collect();
+    let mut image_config = json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {},
-        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|h| format!("sha256:{h}")).collect::<Vec<_>>()},
-    }))?;
-    let config_hex = put(&config)?;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{config_hex}"), "size": config.len()},
-        "layers": layers.iter().map(|h| json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": format!("sha256:{h}"),
-            "size": fs::metadata(blobs.join(h)).map(|m| m.len()).unwrap_or(0),
-        })).collect::<Vec<_>>(),
-    }))?;
-    let manifest_hex = put(&manifest)?;
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    if let Some(c) = created {
+        image_config["created"] = c.into();
+    }
+    let (config, config_size) = put_json(&blobs, &image_config)?;
+    let (manifest, manifest_size) = put_json(
+        &blobs,
+        &json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": format!("sha256:{config}"),
+                "size": config_size,
+            },
+            "layers": layers.iter().map(|(h, size)| json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": format!("sha256:{h}"),
+                "size": size,
+            })).collect::<Vec<_>>(),
+        }),
+    )?;
     fs::write(
         layout.join("index.json"),
         serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "manifests": [{
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": format!("sha256:{manifest_hex}"),
-                "size": manifest.len(),
-                "annotations": {"org.opencontainers.image.ref.name": "test"},
+                "digest": format!("sha256:{manifest}"),
+                "size": manifest_size,
+                "annotations": {"org.opencontainers.image.ref.name": tag},
             }],
         }))?,
     )?;
@@ -614,8 +653,6 @@ fn make_oci_layout(root: &Path) -> Result<()> {
         layout.join("oci-layout"),
         br#"{"imageLayoutVersion":"1.0.0"}"#,
     )?;
-    let diff_ids: String = layers.iter().map(|h| format!("sha256:{h}\n")).collect();
-    fs::write(root.join("diff_ids"), diff_ids)?;
     Ok(())
 }
 

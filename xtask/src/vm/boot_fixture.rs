@@ -18,7 +18,7 @@ use anyhow::{Context, Result, ensure};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{Cpio, Kernel, add_program, boot_guest, read, reproducible_tar};
+use super::{Cpio, Kernel, add_program, boot_guest, read, reproducible_tar, write_layout};
 use crate::run_command;
 
 /// The tag of the image in the layout.
@@ -99,7 +99,13 @@ pub(crate) fn build(
     layers.push(put_tar(&blobs, &b)?);
     fs::remove_dir_all(&stage)?;
 
-    write_layout(&layout, &layers)?;
+    write_layout(
+        &layout,
+        &layers,
+        TAG,
+        json!({"Cmd": ["/usr/sbin/init"], "Labels": {"containers.bootc": "1"}}),
+        Some("2025-05-20T00:00:00Z"),
+    )?;
     Ok(Fixture { layout })
 }
 
@@ -165,61 +171,4 @@ fn put_tar(blobs: &Path, dir: &Path) -> Result<(String, u64)> {
     let hex = hex::encode(Sha256::digest(&tar));
     fs::write(blobs.join(&hex), &tar)?;
     Ok((hex, tar.len() as u64))
-}
-
-fn put_json(blobs: &Path, value: &serde_json::Value) -> Result<(String, usize)> {
-    let bytes = serde_json::to_vec(value)?;
-    let hex = hex::encode(Sha256::digest(&bytes));
-    fs::write(blobs.join(&hex), &bytes)?;
-    Ok((hex, bytes.len()))
-}
-
-/// Config, manifest, `index.json` (tag [`TAG`]) and `oci-layout` for uncompressed layers.
-fn write_layout(layout: &Path, layers: &[(String, u64)]) -> Result<()> {
-    let blobs = layout.join("blobs/sha256");
-    let diff_ids: Vec<String> = layers.iter().map(|(h, _)| format!("sha256:{h}")).collect();
-    let (config, config_size) = put_json(
-        &blobs,
-        &json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "created": "2025-05-20T00:00:00Z",
-            "config": {"Cmd": ["/usr/sbin/init"], "Labels": {"containers.bootc": "1"}},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        }),
-    )?;
-    let (manifest, manifest_size) = put_json(
-        &blobs,
-        &json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": format!("sha256:{config}"),
-                "size": config_size,
-            },
-            "layers": layers.iter().map(|(h, size)| json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": format!("sha256:{h}"),
-                "size": size,
-            })).collect::<Vec<_>>(),
-        }),
-    )?;
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "manifests": [{
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": format!("sha256:{manifest}"),
-                "size": manifest_size,
-                "annotations": {"org.opencontainers.image.ref.name": TAG},
-            }],
-        }))?,
-    )?;
-    fs::write(
-        layout.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )?;
-    Ok(())
 }
